@@ -1,0 +1,46 @@
+# l4lb: see README.md. `make demo` runs the main job, `make test` the tests.
+GO        ?= go
+BIN       := bin
+PKGS      := ./...
+# Debian packages the tests and the demo need: the UML guest kernel, busybox,
+# and the tools the tests drive as an operator would.
+DEB_PKGS  := user-mode-linux busybox-static ipvsadm iptables iproute2 bind9-dnsutils curl procps kmod
+DEB_CHECK := /usr/bin/linux.uml /bin/busybox /usr/sbin/ipvsadm /usr/sbin/iptables-legacy /usr/bin/dig /usr/bin/curl /usr/sbin/sysctl /sbin/ip
+
+.PHONY: all build deps vet unit kernel test demo fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# deps installs what the tests need from Debian's packages, when missing.
+deps:
+	@missing=0; for f in $(DEB_CHECK); do [ -e $$f ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+		echo "make deps: installing $(DEB_PKGS)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS) >/dev/null; \
+	else echo "make deps: all present"; fi
+
+vet:
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+# unit runs every package's tests; packages whose TestMain calls bed.Main boot
+# their own UML guest and run their kernel tests inside it.
+unit:
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+test: deps vet build unit
+
+demo: deps build
+	$(GO) run ./integration/demo
+
+fuzz:
+	$(GO) test ./vip -run '^$$' -fuzz FuzzParseSpec -fuzztime 60s
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./vip ./dns
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,103 @@
+package bed
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// These tests run on the host: they test the harness, not the kernel.
+
+func TestMissingKernelIsAnError(t *testing.T) {
+	t.Setenv(EnvUML, "/nonexistent/linux.uml")
+	var out bytes.Buffer
+	_, err := runInGuest("/bin/true", nil, &out)
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/linux.uml") {
+		t.Fatalf("runInGuest with a missing kernel: err = %v, want an error naming the kernel", err)
+	}
+}
+
+func TestGuestExitCodeComesBack(t *testing.T) {
+	if InGuest() {
+		t.Fatal("this test boots its own guest and must run on the host")
+	}
+	for _, tc := range []struct {
+		name string
+		code int
+	}{{"success", 0}, {"failure", 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			script := "echo hello from $(uname -r); exit " + string(rune('0'+tc.code))
+			code, err := runInGuest("/bin/sh", []string{"-c", script}, &out)
+			if err != nil {
+				t.Fatalf("runInGuest: %v\noutput:\n%s", err, out.String())
+			}
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d", code, tc.code)
+			}
+			if !strings.Contains(out.String(), "hello from 6.") {
+				t.Errorf("guest output not relayed, or not from the UML kernel:\n%s", out.String())
+			}
+			if strings.Contains(out.String(), "reboot: System halted") {
+				t.Errorf("shutdown noise relayed:\n%s", out.String())
+			}
+		})
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for _, s := range []string{"plain", "with space", "it's", `"$HOME" $(x) \n`, ""} {
+		out, err := exec.Command("/bin/bash", "-c", "printf %s "+shellQuote(s)).Output()
+		if err != nil || string(out) != s {
+			t.Errorf("shellQuote(%q) read back as %q (err %v)", s, out, err)
+		}
+	}
+}
+
+func TestParseIPVSAdm(t *testing.T) {
+	out := `IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  11.0.0.1:8080 wlc persistent 300
+  -> 10.1.1.2:8080                Masq    1      2          5
+  -> 10.1.2.2:8080                Masq    0      0          0
+UDP  [fd01:c::1]:53 rr
+`
+	got, err := ParseIPVSAdm(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []IPVSService{
+		{Protocol: "TCP", Address: "11.0.0.1:8080", Scheduler: "wlc", Flags: "persistent 300", Real: []IPVSReal{
+			{Address: "10.1.1.2:8080", Forward: "Masq", Weight: 1, ActiveConn: 2, InActConn: 5},
+			{Address: "10.1.2.2:8080", Forward: "Masq", Weight: 0},
+		}},
+		{Protocol: "UDP", Address: "[fd01:c::1]:53", Scheduler: "rr"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+	for _, bad := range []string{"  -> 10.0.0.1:80 Masq 1 0 0\n", "TCP 11.0.0.1:80 rr\n  -> 10.0.0.1:80 Masq x 0 0\n", "garbage line here\n"} {
+		if _, err := ParseIPVSAdm(bad); err == nil {
+			t.Errorf("ParseIPVSAdm(%q) gave no error", bad)
+		}
+	}
+}
+
+func TestModuleName(t *testing.T) {
+	for in, want := range map[string]string{
+		"kernel/net/netfilter/ipvs/ip_vs_rr.ko": "ip_vs_rr",
+		"kernel/drivers/net/dummy.ko":           "dummy",
+		"kernel/net/x-y.ko.xz":                  "x_y",
+	} {
+		if got := moduleName(in); got != want {
+			t.Errorf("moduleName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if _, err := os.Stat("/usr/lib/uml/modules"); err != nil {
+		t.Fatalf("user-mode-linux modules missing (run make deps): %v", err)
+	}
+}

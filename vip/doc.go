@@ -1,0 +1,12 @@
+// Package vip is the model at the centre of l4lb: what a VIP is (Spec), what
+// its DNS names are, which address a named VIP gets (the address book), and
+// how the cluster state that gossip carries becomes the desired Table that
+// the ipvs package programs and the dns package serves.
+//
+// It owns no I/O: no sockets, no files, no clocks, no goroutines. Every
+// function here is a pure function of its arguments, so every node that holds
+// the same cluster state computes the same Table, byte for byte.
+//
+// It does not own how state travels between nodes (package gossip), how the
+// kernel is programmed (package ipvs) or how names are answered (package dns).
+package vip
