@@ -52,26 +52,87 @@ func InGuest() bool {
 // Inside the guest it prepares the kernel (modules, loopback) and runs the
 // tests. If the guest cannot start, every test of the package fails with the
 // reason: kernel tests never pass by skipping.
-func Main(m *testing.M) {
+func Main(m *testing.M, opts ...Option) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	os.Exit(run(m, o))
+}
+
+func run(m *testing.M, o options) int {
+	if len(o.build) > 0 && os.Getenv(EnvBinDir) == "" && os.Getenv(envInGuest) == "" {
+		dir, err := buildBinaries(o.build)
+		if err != nil {
+			fmt.Fprintf(os.Stdout, "FAIL: kernel test bed: %v\n", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		os.Setenv(EnvBinDir, dir)
+	}
 	if InGuest() {
 		if err := prepareKernel(); err != nil {
-			fmt.Fprintf(os.Stderr, "FAIL: kernel test bed: %v\n", err)
-			os.Exit(1)
+			fmt.Fprintf(os.Stdout, "FAIL: kernel test bed: %v\n", err)
+			return 1
 		}
-		os.Exit(m.Run())
+		return m.Run()
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(os.Stdout, "FAIL: kernel test bed: find own executable: %v\n", err)
-		os.Exit(1)
+		return 1
 	}
 	code, err := runInGuest(exe, os.Args[1:], os.Stdout)
 	if err != nil {
 		fmt.Fprintf(os.Stdout, "FAIL: kernel test bed could not run the tests in a UML guest: %v\n", err)
 		fmt.Fprintf(os.Stdout, "(run `make deps` to install user-mode-linux, or set %s=host on a host whose kernel has IPVS)\n", EnvKernel)
-		os.Exit(1)
+		return 1
 	}
-	os.Exit(code)
+	return code
+}
+
+// EnvBinDir is the directory that holds the binaries built for the guest.
+const EnvBinDir = "L4LB_BIN_DIR"
+
+// Option changes what Main does.
+type Option func(*options)
+
+type options struct {
+	build []string
+}
+
+// Build makes Main build these packages (import paths of commands) on the
+// host before it boots the guest; tests find the binaries with Binary.
+// Setting L4LB_BIN_DIR skips the build and uses binaries from there.
+func Build(pkgs ...string) Option {
+	return func(o *options) { o.build = append(o.build, pkgs...) }
+}
+
+func buildBinaries(pkgs []string) (string, error) {
+	dir, err := os.MkdirTemp("", "l4lb-bin-")
+	if err != nil {
+		return "", fmt.Errorf("temp dir for binaries: %w", err)
+	}
+	cmd := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("build %s for the guest: %w\n%s", strings.Join(pkgs, " "), err, out)
+	}
+	return dir, nil
+}
+
+// Binary returns the path of a binary that Main built (see Build).
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	dir := os.Getenv(EnvBinDir)
+	if dir == "" {
+		t.Fatalf("binary %s: no %s; pass bed.Build(...) to bed.Main", name, EnvBinDir)
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("binary %s: %v", name, err)
+	}
+	return p
 }
 
 // umlBinary finds the UML kernel.
