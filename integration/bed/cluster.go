@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
-	"testing"
 )
 
 // NodeNet is the private network of a test cluster's nodes: node i (from 1)
@@ -31,7 +30,7 @@ type Cluster struct {
 
 // NewCluster builds a cluster of n nodes (at most 250). Node i is named
 // "node<i>" and has the address 10.200.0.<i>.
-func NewCluster(t testing.TB, n int) *Cluster {
+func NewCluster(t T, n int) *Cluster {
 	t.Helper()
 	if n < 1 || n > 250 {
 		t.Fatalf("NewCluster(%d): between 1 and 250 nodes", n)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"testing"
 )
 
 // IPVSService is one virtual service as `ipvsadm -Ln` prints it.
@@ -27,7 +26,7 @@ type IPVSReal struct {
 
 // IPVSTable runs the real `ipvsadm -Ln` in the namespace and parses it, so
 // tests check what an operator would see.
-func (n *Netns) IPVSTable(t testing.TB) []IPVSService {
+func (n *Netns) IPVSTable(t T) []IPVSService {
 	t.Helper()
 	out := n.MustRun(t, "ipvsadm", "-Ln")
 	svcs, err := ParseIPVSAdm(out)

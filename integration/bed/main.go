@@ -57,10 +57,22 @@ func Main(m *testing.M, opts ...Option) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	os.Exit(run(m, o))
+	os.Exit(run(m.Run, o))
 }
 
-func run(m *testing.M, o options) int {
+// RunProgram is Main for a program that is not a test (the demo): on the
+// host it boots the guest and runs this same program inside with the same
+// arguments; inside, it prepares the kernel and calls fn. It exits with fn's
+// exit code.
+func RunProgram(fn func() int, opts ...Option) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	os.Exit(run(fn, o))
+}
+
+func run(fn func() int, o options) int {
 	if len(o.build) > 0 && os.Getenv(EnvBinDir) == "" && os.Getenv(envInGuest) == "" {
 		dir, err := buildBinaries(o.build)
 		if err != nil {
@@ -75,7 +87,7 @@ func run(m *testing.M, o options) int {
 			fmt.Fprintf(os.Stdout, "FAIL: kernel test bed: %v\n", err)
 			return 1
 		}
-		return m.Run()
+		return fn()
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -84,7 +96,7 @@ func run(m *testing.M, o options) int {
 	}
 	code, err := runInGuest(exe, os.Args[1:], os.Stdout)
 	if err != nil {
-		fmt.Fprintf(os.Stdout, "FAIL: kernel test bed could not run the tests in a UML guest: %v\n", err)
+		fmt.Fprintf(os.Stdout, "FAIL: kernel test bed could not run %s in a UML guest: %v\n", filepath.Base(exe), err)
 		fmt.Fprintf(os.Stdout, "(run `make deps` to install user-mode-linux, or set %s=host on a host whose kernel has IPVS)\n", EnvKernel)
 		return 1
 	}
@@ -122,7 +134,7 @@ func buildBinaries(pkgs []string) (string, error) {
 }
 
 // Binary returns the path of a binary that Main built (see Build).
-func Binary(t testing.TB, name string) string {
+func Binary(t T, name string) string {
 	t.Helper()
 	dir := os.Getenv(EnvBinDir)
 	if dir == "" {

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -30,7 +29,7 @@ type Netns struct {
 
 // NewNetns creates a network namespace named after prefix (made unique), with
 // its loopback up.
-func NewNetns(t testing.TB, prefix string) *Netns {
+func NewNetns(t T, prefix string) *Netns {
 	t.Helper()
 	if !InGuest() {
 		t.Fatalf("bed.NewNetns outside the kernel test bed: call bed.Main from TestMain")
@@ -51,7 +50,7 @@ func NewNetns(t testing.TB, prefix string) *Netns {
 
 // destroy deletes the namespace. Processes started with Start are killed by
 // their own cleanup, which runs first (cleanups run last-in first-out).
-func (n *Netns) destroy(t testing.TB) {
+func (n *Netns) destroy(t T) {
 	n.handle.Close()
 	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
 		t.Logf("delete network namespace %s: %v: %s", n.Name, err, out)
@@ -94,7 +93,7 @@ func (n *Netns) Run(args ...string) (string, error) {
 }
 
 // MustRun is Run that fails the test on error.
-func (n *Netns) MustRun(t testing.TB, args ...string) string {
+func (n *Netns) MustRun(t T, args ...string) string {
 	t.Helper()
 	out, err := n.Run(args...)
 	if err != nil {
@@ -139,7 +138,7 @@ func (n *Netns) Dial(network, addr string, timeout time.Duration) (net.Conn, err
 // Link joins two namespaces with a veth pair; aAddr and bAddr are CIDR
 // addresses ("10.1.0.1/24") given to each end, or "" for none. It returns the
 // names of the two ends.
-func Link(t testing.TB, a *Netns, aAddr string, b *Netns, bAddr string) (string, string) {
+func Link(t T, a *Netns, aAddr string, b *Netns, bAddr string) (string, string) {
 	t.Helper()
 	i := nsCounter.Add(1)
 	aName, bName := fmt.Sprintf("va%d", i), fmt.Sprintf("vb%d", i)
@@ -172,7 +171,7 @@ type Process struct {
 // Start runs a command in the background inside the namespace; its output
 // goes to a log file that is shown when the test fails. It is killed when the
 // test ends, if it is still running.
-func (n *Netns) Start(t testing.TB, name string, args ...string) *Process {
+func (n *Netns) Start(t T, name string, args ...string) *Process {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.Create(logPath)
