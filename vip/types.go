@@ -42,9 +42,10 @@ type Spec struct {
 type Health string
 
 // Backend health states. Only Healthy backends take new connections;
-// Draining ones stay in the kernel with weight 0 so established connections
-// finish; Unhealthy ones stay in the kernel with weight 0 (a failed health
-// check must not cut established connections either).
+// Draining ones stay in the desired table with weight 0 so established
+// connections finish; Unhealthy ones are left out of the desired table (the
+// VIP itself stays, with its address, while any backend is registered).
+// Build treats an empty Health as Healthy.
 const (
 	Healthy   Health = "healthy"
 	Unhealthy Health = "unhealthy"
@@ -124,7 +125,8 @@ type VIP struct {
 	Names       []string
 	Scheduler   string
 	Persistence uint32
-	// Backends are sorted by address; Weight is 0 for draining or unhealthy ones.
+	// Backends are sorted by address; Weight is 0 for draining ones;
+	// unhealthy ones are not in the table.
 	Backends []Backend
 	// Conflicts says, for people, where registrations of this VIP disagreed
 	// (scheduler, persistence) and which value won.

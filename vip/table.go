@@ -1,0 +1,574 @@
+package vip
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The default ranges from which named VIPs get their addresses.
+var (
+	DefaultV4Range = netip.MustParsePrefix("11.0.0.0/8")
+	DefaultV6Range = netip.MustParsePrefix("fd01:c::/64")
+)
+
+// ErrRangeFull is wrapped by ProposeClaim's error when no address is left.
+var ErrRangeFull = errors.New("range is full")
+
+// WithDefaults returns c with its zero fields set to the defaults
+// (DefaultDomain, DefaultV4Range, DefaultV6Range) and its ranges masked.
+func (c Config) WithDefaults() Config {
+	if c.Domain == "" {
+		c.Domain = DefaultDomain
+	}
+	if !c.V4.IsValid() {
+		c.V4 = DefaultV4Range
+	}
+	if !c.V6.IsValid() {
+		c.V6 = DefaultV6Range
+	}
+	c.V4, c.V6 = c.V4.Masked(), c.V6.Masked()
+	return c
+}
+
+// Build computes the desired table from the cluster state: a pure function,
+// so every node holding the same state builds a reflect.DeepEqual table,
+// whatever the order of its nodes and of their backends. The rules (address
+// book, health, conflicts) are in the package README. Nothing is ever
+// dropped silently: a registration or VIP that is left out says why in
+// Table.Errors.
+func Build(cfg Config, state ClusterState) *Table {
+	b := newBuilder(cfg)
+	b.collect(state)
+	b.place()
+	return b.table()
+}
+
+// ProposeClaim returns the Claim a node publishes (in Registration.Claim)
+// when it registers a backend of family v6 for the named VIP spec started by
+// framework:
+//   - when the state already places the name, its current address; with the
+//     Since of the name's claim when the name holds its claimed address, so
+//     that the name keeps its place in the address book, else with now;
+//   - otherwise the first address, probing from the name's hash, that
+//     neither a name nor an IP VIP of the state holds, with Since = now. Once
+//     published, Build gives the name exactly that address and moves no other
+//     name, whatever now is relative to the other claims.
+//
+// The error wraps ErrRangeFull when no address is free, or says why spec or
+// framework cannot be a named VIP.
+func ProposeClaim(cfg Config, state ClusterState, spec Spec, framework string, v6 bool, now time.Time) (Claim, error) {
+	spec, err := spec.validate()
+	if err == nil && !spec.Named() {
+		err = fmt.Errorf("%s is an IP VIP: only named VIPs claim an address", spec)
+	}
+	if framework == "" {
+		framework = DefaultFramework
+	}
+	if err == nil {
+		_, _, err = DNSNames(spec.Name, framework, cfg.WithDefaults().Domain)
+	}
+	if err != nil {
+		return Claim{}, fmt.Errorf("propose claim for %s: %w", spec, err)
+	}
+	b := newBuilder(cfg)
+	b.collect(state)
+	b.place()
+
+	id := identity{framework: strings.ToLower(framework), name: strings.ToLower(spec.Name), v6: v6}
+	alloc := b.alloc(v6)
+	if e, ok := b.entries[id]; ok && e.dnsErr == nil {
+		if !e.placed {
+			return Claim{}, fmt.Errorf("propose claim for %s (%s): range %s: %w", spec, id.framework, alloc.r.prefix, ErrRangeFull)
+		}
+		if e.claimed && e.claim.Addr == e.addr {
+			return e.claim, nil
+		}
+		return Claim{Addr: e.addr, Since: now}, nil
+	}
+	if alloc.r.size == 0 {
+		return Claim{}, fmt.Errorf("propose claim for %s (%s): range %s has no usable address: %w", spec, id.framework, alloc.r.prefix, ErrRangeFull)
+	}
+	i, ok := alloc.firstFree(probeStart(id, alloc.r.size))
+	if !ok {
+		return Claim{}, fmt.Errorf("propose claim for %s (%s): range %s: %w", spec, id.framework, alloc.r.prefix, ErrRangeFull)
+	}
+	return Claim{Addr: alloc.r.addr(i), Since: now}, nil
+}
+
+// Find returns the VIP with key k.
+func (t *Table) Find(k ServiceKey) (VIP, bool) {
+	if t == nil {
+		return VIP{}, false
+	}
+	i, ok := slices.BinarySearchFunc(t.VIPs, k, func(v VIP, k ServiceKey) int { return compareServiceKeys(v.ServiceKey, k) })
+	if !ok {
+		return VIP{}, false
+	}
+	return t.VIPs[i], true
+}
+
+// Equal reports whether t and o hold the same VIPs and errors. Nil and empty
+// slices are equal; a nil Table equals an empty one.
+func (t *Table) Equal(o *Table) bool {
+	if t == nil {
+		t = &Table{}
+	}
+	if o == nil {
+		o = &Table{}
+	}
+	return slices.Equal(t.Errors, o.Errors) && slices.EqualFunc(t.VIPs, o.VIPs, equalVIPs)
+}
+
+func equalVIPs(a, b VIP) bool {
+	return a.ServiceKey == b.ServiceKey && a.Label == b.Label && a.Name == b.Name &&
+		a.Framework == b.Framework && a.Scheduler == b.Scheduler && a.Persistence == b.Persistence &&
+		slices.Equal(a.Names, b.Names) && slices.Equal(a.Backends, b.Backends) && slices.Equal(a.Conflicts, b.Conflicts)
+}
+
+func compareServiceKeys(a, b ServiceKey) int {
+	if d := a.Addr.Compare(b.Addr); d != 0 {
+		return d
+	}
+	if d := cmp.Compare(a.Port, b.Port); d != 0 {
+		return d
+	}
+	return strings.Compare(string(a.Protocol), string(b.Protocol))
+}
+
+// groupKey identifies one VIP of the table before named VIPs have addresses:
+// a named identity or an IP VIP's address, with port and protocol.
+type groupKey struct {
+	id    identity
+	addr  netip.Addr
+	port  uint16
+	proto Protocol
+}
+
+// member is one valid registration of a VIP, as Build keeps it.
+type member struct {
+	node        string
+	backend     netip.AddrPort
+	weight      uint32
+	health      Health
+	scheduler   string
+	persistence uint32
+}
+
+func compareMembers(a, b member) int {
+	if d := a.backend.Compare(b.backend); d != 0 {
+		return d
+	}
+	if d := strings.Compare(a.node, b.node); d != 0 {
+		return d
+	}
+	if d := cmp.Compare(a.health, b.health); d != 0 {
+		return d
+	}
+	if d := cmp.Compare(a.weight, b.weight); d != 0 {
+		return d
+	}
+	if d := strings.Compare(a.scheduler, b.scheduler); d != 0 {
+		return d
+	}
+	return cmp.Compare(a.persistence, b.persistence)
+}
+
+type group struct {
+	key     groupKey
+	entry   *nameEntry // named VIPs only
+	count   int        // registrations filed while collecting
+	members []member   // set when collecting is done
+}
+
+type builder struct {
+	cfg      Config
+	domain   string
+	v4, v6   *allocator
+	entries  map[identity]*nameEntry
+	groups   map[groupKey]int32 // index in groupList
+	group    []group
+	suffixes map[string]suffixResult // framework -> "framework.domain."
+	errs     []string
+}
+
+type suffixResult struct {
+	suffix string
+	err    error
+}
+
+func newBuilder(cfg Config) *builder {
+	cfg = cfg.WithDefaults()
+	b := &builder{
+		cfg:      cfg,
+		entries:  map[identity]*nameEntry{},
+		groups:   map[groupKey]int32{},
+		suffixes: map[string]suffixResult{},
+	}
+	b.v4 = newAllocator(cfg.V4)
+	if !cfg.V4.Addr().Is4() {
+		b.v4.r.size = 0
+		b.errs = append(b.errs, fmt.Sprintf("config: V4 range %s is not an IPv4 range", cfg.V4))
+	}
+	b.v6 = newAllocator(cfg.V6)
+	if !cfg.V6.Addr().Is6() || cfg.V6.Addr().Is4In6() {
+		b.v6.r.size = 0
+		b.errs = append(b.errs, fmt.Sprintf("config: V6 range %s is not an IPv6 range", cfg.V6))
+	}
+	return b
+}
+
+func (b *builder) alloc(v6 bool) *allocator {
+	if v6 {
+		return b.v6
+	}
+	return b.v4
+}
+
+func (b *builder) collect(state ClusterState) {
+	// First pass: check each registration and find its group; second pass:
+	// copy the members into one array, grouped, so that a large state costs
+	// a few allocations rather than one per group.
+	total := 0
+	for i := range state {
+		total += len(state[i].Backends)
+	}
+	groupOf := make([]int32, 0, total)
+	for i := range state {
+		node := &state[i]
+		for j := range node.Backends {
+			r := &node.Backends[j]
+			gi, err := b.add(node.Node, r)
+			if err != nil {
+				b.errs = append(b.errs, fmt.Sprintf("node %q: %s backend %s: %v", node.Node, r.VIP, r.Backend, err))
+				gi = -1
+			}
+			groupOf = append(groupOf, gi)
+		}
+	}
+	members := make([]member, total)
+	start := 0
+	for i := range b.group {
+		g := &b.group[i]
+		g.members = members[start : start : start+g.count]
+		start += g.count
+	}
+	k := 0
+	for i := range state {
+		node := &state[i]
+		for j := range node.Backends {
+			if gi := groupOf[k]; gi >= 0 {
+				g := &b.group[gi]
+				g.members = append(g.members, newMember(node.Node, &node.Backends[j]))
+			}
+			k++
+		}
+	}
+}
+
+// newMember is a registration as Build keeps it, once add has checked it.
+func newMember(node string, r *Registration) member {
+	m := member{
+		node:        node,
+		backend:     netip.AddrPortFrom(r.Backend.Addr().Unmap(), r.Backend.Port()),
+		weight:      r.Weight,
+		health:      r.Health,
+		scheduler:   r.Scheduler,
+		persistence: r.Persistence,
+	}
+	if m.health == "" {
+		m.health = Healthy
+	}
+	if m.scheduler == "" {
+		m.scheduler = DefaultScheduler
+	}
+	return m
+}
+
+// add checks one registration and returns the index of the group it
+// belongs to.
+func (b *builder) add(node string, r *Registration) (int32, error) {
+	spec, err := r.VIP.validate()
+	if err != nil {
+		return 0, err
+	}
+	backendAddr := r.Backend.Addr().Unmap()
+	if err := checkVIPAddr(backendAddr); err != nil {
+		return 0, fmt.Errorf("backend %w", err)
+	}
+	if r.Backend.Port() == 0 {
+		return 0, fmt.Errorf("backend port \"0\" %w", ErrBadPort)
+	}
+	switch r.Health {
+	case "", Healthy, Draining, Unhealthy:
+	default:
+		return 0, fmt.Errorf("health %q is not one of healthy, draining, unhealthy", r.Health)
+	}
+
+	key := groupKey{port: spec.Port, proto: spec.Protocol}
+	if spec.Named() {
+		framework := r.Framework
+		if framework == "" {
+			framework = DefaultFramework
+		}
+		if err := checkLabel(framework); err != nil {
+			return 0, fmt.Errorf("framework: %w", err)
+		}
+		key.id = identity{framework: strings.ToLower(framework), name: strings.ToLower(spec.Name), v6: backendAddr.Is6()}
+	} else {
+		if spec.Addr.Is6() != backendAddr.Is6() {
+			return 0, fmt.Errorf("backend is %s but the VIP is %s: an IP VIP's backends must be of its family", family(backendAddr), family(spec.Addr))
+		}
+		key.addr = spec.Addr
+	}
+	gi, ok := b.groups[key]
+	if !ok {
+		gi = int32(len(b.group))
+		b.groups[key] = gi
+		g := group{key: key}
+		if spec.Named() {
+			g.entry = b.entry(key.id)
+		}
+		b.group = append(b.group, g)
+	}
+	g := &b.group[gi]
+	if e := g.entry; e != nil {
+		if e.display == "" || spec.Name < e.display {
+			e.display = spec.Name
+		}
+		e.offerClaim(r.Claim, node)
+	}
+	g.count++
+	return gi, nil
+}
+
+func family(a netip.Addr) string {
+	if a.Is6() {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// entry returns the address-book entry of id, creating it on first sight.
+func (b *builder) entry(id identity) *nameEntry {
+	e := b.entries[id]
+	if e == nil {
+		e = &nameEntry{id: id}
+		b.entries[id] = e
+	}
+	return e
+}
+
+// place settles each name's DNS names and address.
+func (b *builder) place() {
+	var v4, v6 []*nameEntry
+	for _, e := range b.entries {
+		if err := b.setNames(e); err != nil {
+			e.dnsErr = err
+			b.errs = append(b.errs, fmt.Sprintf("%s (%s): %v", e.display, e.id.framework, err))
+			continue
+		}
+		if e.id.v6 {
+			v6 = append(v6, e)
+		} else {
+			v4 = append(v4, e)
+		}
+	}
+	for i := range b.group {
+		if k := b.group[i].key; k.addr.IsValid() {
+			b.alloc(k.addr.Is6()).reserve(k.addr)
+		}
+	}
+	b.errs = append(b.errs, placeNames(b.v4, v4)...)
+	b.errs = append(b.errs, placeNames(b.v6, v6)...)
+}
+
+func (b *builder) setNames(e *nameEntry) error {
+	s, ok := b.suffixes[e.id.framework]
+	if !ok {
+		s.suffix, s.err = nameSuffix(e.id.framework, b.cfg.Domain)
+		b.suffixes[e.id.framework] = s
+	}
+	if s.err != nil {
+		return s.err
+	}
+	// e.id.name was validated when the registration was added.
+	path, flat := namesWithSuffix(e.id.name, s.suffix)
+	if n := len(path) - 1; n > maxNameLen {
+		return fmt.Errorf("name %q: %d characters: %w", path, n, ErrNameTooLong)
+	}
+	e.names = []string{path}
+	if flat != "" && flat != path {
+		e.names = append(e.names, flat)
+	}
+	return nil
+}
+
+func (b *builder) table() *Table {
+	// Order the groups by service key first (small values to move), named
+	// VIPs before an IP VIP on the same key, then build the VIPs in order.
+	type slot struct {
+		key ServiceKey
+		g   *group
+	}
+	slots := make([]slot, 0, len(b.group))
+	for i := range b.group {
+		g := &b.group[i]
+		k := ServiceKey{Addr: g.key.addr, Port: g.key.port, Protocol: g.key.proto}
+		if g.entry != nil {
+			if !g.entry.placed {
+				continue
+			}
+			k.Addr = g.entry.addr
+		}
+		slots = append(slots, slot{key: k, g: g})
+	}
+	slices.SortFunc(slots, func(a, b slot) int {
+		if d := compareServiceKeys(a.key, b.key); d != 0 {
+			return d
+		}
+		switch {
+		case a.g.entry != nil && b.g.entry == nil:
+			return -1
+		case a.g.entry == nil && b.g.entry != nil:
+			return 1
+		}
+		return 0
+	})
+
+	t := &Table{VIPs: make([]VIP, 0, len(slots))}
+	for _, s := range slots {
+		g := s.g
+		if g.entry == nil {
+			spec := Spec{Protocol: g.key.proto, Addr: g.key.addr, Port: g.key.port}
+			if n := len(t.VIPs); n > 0 && t.VIPs[n-1].ServiceKey == s.key {
+				held := &t.VIPs[n-1]
+				b.errs = append(b.errs, fmt.Sprintf("vip %s: left out: named VIP %s (%s) holds %s", spec, held.Name, held.Framework, spec))
+				continue
+			}
+			t.VIPs = append(t.VIPs, VIP{ServiceKey: s.key, Label: spec.String()})
+		} else {
+			e := g.entry
+			t.VIPs = append(t.VIPs, VIP{
+				ServiceKey: s.key,
+				Label:      Spec{Protocol: g.key.proto, Name: e.display, Port: g.key.port}.String(),
+				Name:       e.display,
+				Framework:  e.id.framework,
+				Names:      e.names, // shared by the ports of one name; a Table is immutable
+			})
+		}
+		fillBackends(&t.VIPs[len(t.VIPs)-1], g.members)
+	}
+	if len(b.errs) > 0 {
+		slices.Sort(b.errs)
+		t.Errors = slices.Compact(b.errs)
+	}
+	return t
+}
+
+// fillBackends settles v's backends, scheduler, persistence and conflicts
+// from its registrations.
+func fillBackends(v *VIP, members []member) {
+	slices.SortFunc(members, compareMembers)
+	// Keep the first member of each backend, in place: members belongs to
+	// the builder.
+	kept := members[:0]
+	var conflicts []string
+	var previous netip.AddrPort
+	for i, m := range members {
+		if i > 0 && m.backend == previous {
+			first := kept[len(kept)-1]
+			if m.node == first.node {
+				conflicts = append(conflicts, fmt.Sprintf("backend %s: registered more than once by node %q", m.backend, m.node))
+			} else {
+				conflicts = append(conflicts, fmt.Sprintf("backend %s: node %q over node %q", m.backend, first.node, m.node))
+			}
+			continue
+		}
+		previous = m.backend
+		kept = append(kept, m)
+	}
+	conflicts = slices.Compact(conflicts)
+
+	v.Scheduler, conflicts = vote(kept, func(m member) string { return m.scheduler }, "scheduler", func(s string) string { return s }, conflicts)
+	v.Persistence, conflicts = vote(kept, func(m member) uint32 { return m.persistence }, "persistence", func(p uint32) string { return strconv.FormatUint(uint64(p), 10) }, conflicts)
+	v.Conflicts = conflicts
+
+	healthy := 0
+	for _, m := range kept {
+		if m.health != Unhealthy {
+			healthy++
+		}
+	}
+	if healthy > 0 {
+		v.Backends = make([]Backend, 0, healthy)
+	}
+	for _, m := range kept {
+		switch m.health {
+		case Unhealthy:
+			continue
+		case Draining:
+			m.weight = 0
+		}
+		v.Backends = append(v.Backends, Backend{Addr: m.backend, Weight: m.weight, Node: m.node, Health: m.health})
+	}
+}
+
+// vote returns the value asked for by the most members (ties to the smallest
+// value) and, when members disagreed, appends a conflict line such as
+// "scheduler: wlc (2 backends) over rr (1 backend)".
+func vote[T cmp.Ordered](members []member, value func(member) T, what string, format func(T) string, conflicts []string) (T, []string) {
+	type tally struct {
+		value T
+		count int
+	}
+	var tallies []tally
+	for _, m := range members {
+		x := value(m)
+		found := false
+		for i := range tallies {
+			if tallies[i].value == x {
+				tallies[i].count++
+				found = true
+				break
+			}
+		}
+		if !found {
+			tallies = append(tallies, tally{value: x, count: 1})
+		}
+	}
+	if len(tallies) == 0 {
+		var zero T
+		return zero, conflicts
+	}
+	slices.SortFunc(tallies, func(a, b tally) int { return cmp.Or(cmp.Compare(b.count, a.count), cmp.Compare(a.value, b.value)) })
+	if len(tallies) == 1 {
+		return tallies[0].value, conflicts
+	}
+	var line strings.Builder
+	line.WriteString(what)
+	line.WriteString(": ")
+	for i, t := range tallies {
+		switch i {
+		case 0:
+		case 1:
+			line.WriteString(" over ")
+		default:
+			line.WriteString(", ")
+		}
+		line.WriteString(format(t.value))
+		line.WriteString(" (")
+		line.WriteString(strconv.Itoa(t.count))
+		if t.count == 1 {
+			line.WriteString(" backend)")
+		} else {
+			line.WriteString(" backends)")
+		}
+	}
+	return tallies[0].value, append(conflicts, line.String())
+}
