@@ -1,0 +1,135 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/l4lb/l4lb/pkg/source"
+)
+
+// MaxBody is the largest request body the API accepts.
+const MaxBody = 64 << 10
+
+// Agent is what the API asks and tells. Its methods may be called
+// concurrently from many requests.
+type Agent interface {
+	VIPs() VIPs
+	Members() Members
+	// Register publishes a backend of this node; created says whether it
+	// is new. Deregister withdraws one; removed says whether it was there.
+	// Both return an *InvalidError for input the agent refuses.
+	Register(e source.Entry) (created bool, key string, err error)
+	Deregister(e source.Entry) (removed bool, key string, err error)
+	// Ready says whether the agent has merged the cluster state and synced
+	// the kernel once, and if not, why not.
+	Ready() (bool, string)
+}
+
+// InvalidError is a request the agent refuses: a 400, not a 500.
+type InvalidError struct{ Err error }
+
+func (e *InvalidError) Error() string { return e.Err.Error() }
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+// NewHandler serves the API: /v1/vips, /v1/members, /v1/backends, /metrics,
+// /healthz and /readyz. Metrics come from gatherer.
+func NewHandler(a Agent, gatherer prometheus.Gatherer, log *logrus.Entry) http.Handler {
+	s := &server{agent: a, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/vips", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.VIPs()) })
+	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.Members()) })
+	mux.HandleFunc("PUT /v1/backends", s.putBackend)
+	mux.HandleFunc("DELETE /v1/backends", s.deleteBackend)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if ok, why := a.Ready(); !ok {
+			writeJSON(w, http.StatusServiceUnavailable, Error{Error: "not ready: " + why})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
+	})
+	return mux
+}
+
+type server struct {
+	agent Agent
+	log   *logrus.Entry
+}
+
+func (s *server) putBackend(w http.ResponseWriter, r *http.Request) {
+	e, ok := s.decode(w, r)
+	if !ok {
+		return
+	}
+	created, key, err := s.agent.Register(e)
+	if err != nil {
+		s.fail(w, "register", err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, Result{Created: created, Key: key})
+}
+
+func (s *server) deleteBackend(w http.ResponseWriter, r *http.Request) {
+	e, ok := s.decode(w, r)
+	if !ok {
+		return
+	}
+	removed, key, err := s.agent.Deregister(e)
+	if err != nil {
+		s.fail(w, "deregister", err)
+		return
+	}
+	if !removed {
+		writeJSON(w, http.StatusNotFound, Error{Error: fmt.Sprintf("backend %s is not registered on this node", key)})
+		return
+	}
+	writeJSON(w, http.StatusOK, Result{Removed: true, Key: key})
+}
+
+func (s *server) decode(w http.ResponseWriter, r *http.Request) (source.Entry, bool) {
+	e, err := source.Decode(http.MaxBytesReader(w, r.Body, MaxBody), MaxBody)
+	if err != nil {
+		status := http.StatusBadRequest
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			status = http.StatusRequestEntityTooLarge
+		}
+		writeJSON(w, status, Error{Error: "bad request body: " + err.Error()})
+		return source.Entry{}, false
+	}
+	return e, true
+}
+
+func (s *server) fail(w http.ResponseWriter, what string, err error) {
+	var invalid *InvalidError
+	if errors.As(err, &invalid) {
+		writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
+		return
+	}
+	s.log.WithError(err).WithField("reason", what).Error("API request failed")
+	writeJSON(w, http.StatusInternalServerError, Error{Error: what + ": " + err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
