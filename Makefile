@@ -4,8 +4,8 @@ BIN       := bin
 PKGS      := ./...
 # Debian packages the tests and the demo need: the UML guest kernel, busybox,
 # and the tools the tests drive as an operator would.
-DEB_PKGS  := user-mode-linux busybox-static ipvsadm iptables iproute2 bind9-dnsutils curl procps kmod systemd
-DEB_CHECK := /usr/bin/linux.uml /bin/busybox /usr/sbin/ipvsadm /usr/sbin/iptables-legacy /usr/bin/dig /usr/bin/curl /usr/sbin/sysctl /sbin/ip /usr/bin/systemd-analyze
+DEB_PKGS  := user-mode-linux busybox-static ipvsadm iptables iproute2 bind9-dnsutils curl procps kmod systemd util-linux
+DEB_CHECK := /usr/bin/linux.uml /bin/busybox /usr/sbin/ipvsadm /usr/sbin/iptables-legacy /usr/bin/dig /usr/bin/curl /usr/sbin/sysctl /sbin/ip /usr/bin/systemd-analyze /usr/bin/nsenter
 
 .PHONY: all build deps vet unit kernel test demo fuzz bench clean
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,9 +83,16 @@ func (n *Netns) Do(fn func() error) error {
 	return <-errc
 }
 
+// command makes a command that runs inside the namespace. nsenter switches
+// only the network namespace, where `ip netns exec` also remounts /sys,
+// which is slow in the guest.
+func (n *Netns) command(args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=" + n.Path(), "--"}, args...)...)
+}
+
 // Run runs a command inside the namespace and returns its combined output.
 func (n *Netns) Run(args ...string) (string, error) {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...)
+	cmd := n.command(args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("in %s: %s: %w: %s", n.Name, strings.Join(args, " "), err, bytes.TrimSpace(out))
@@ -135,6 +143,25 @@ func (n *Netns) Dial(network, addr string, timeout time.Duration) (net.Conn, err
 	return c, err
 }
 
+// HTTPClient returns an HTTP client whose connections are made inside the
+// namespace, one connection a request (no keep-alive), so that every request
+// is a new connection through the load balancer.
+func (n *Netns) HTTPClient(timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				d := timeout
+				if dl, ok := ctx.Deadline(); ok {
+					d = time.Until(dl)
+				}
+				return n.Dial(network, addr, d)
+			},
+		},
+	}
+}
+
 // Link joins two namespaces with a veth pair; aAddr and bAddr are CIDR
 // addresses ("10.1.0.1/24") given to each end, or "" for none. It returns the
 // names of the two ends.
@@ -178,7 +205,7 @@ func (n *Netns) Start(t T, name string, args ...string) *Process {
 	if err != nil {
 		t.Fatalf("create log for %s: %v", name, err)
 	}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...)
+	cmd := n.command(args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
