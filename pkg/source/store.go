@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/l4lb/l4lb/pkg/atomicfile"
 )
 
 // StateFile is the name of the file, in the state directory, that holds the
@@ -152,7 +154,7 @@ func (s *Store) setAside(data []byte, why error, move bool) error {
 		}
 		s.log.WithField("reason", why.Error()).Errorf("state file %s is corrupt: moved it to %s and started with no API registrations; re-register the backends, or fix the file and put it back while the agent is stopped", s.path, aside)
 	} else {
-		if err := writeFileAtomic(aside, data, nil); err != nil {
+		if err := atomicfile.Write(aside, data, nil); err != nil {
 			return fmt.Errorf("state file %s has invalid registrations (%v) and cannot be copied aside: %w", s.path, why, err)
 		}
 		s.log.WithField("reason", why.Error()).Errorf("state file %s has invalid registrations: left them out and kept the original file as %s", s.path, aside)
@@ -255,60 +257,8 @@ func (s *Store) save() error {
 		return fmt.Errorf("encode state: %w", err)
 	}
 	data = append(data, '\n')
-	if err := writeFileAtomic(s.path, data, s.beforeRename); err != nil {
+	if err := atomicfile.Write(s.path, data, s.beforeRename); err != nil {
 		return fmt.Errorf("write state: %w", err)
-	}
-	return nil
-}
-
-// writeFileAtomic replaces path with data: it writes a temporary file in the
-// same directory, syncs it, renames it over path and syncs the directory, so
-// that path holds either its old content or data, whole, even after a crash.
-// beforeRename, if not nil, runs just before the rename (tests).
-func writeFileAtomic(path string, data []byte, beforeRename func(tmp string) error) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()           // may already be closed; the error is the one above
-			_ = os.Remove(tmp.Name()) // best effort: OpenStore removes leftovers too
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if beforeRename != nil {
-		if err := beforeRename(tmp.Name()); err != nil {
-			return err
-		}
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }

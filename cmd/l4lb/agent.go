@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/l4lb/l4lb/pkg/agent"
+	"github.com/l4lb/l4lb/pkg/api"
+	"github.com/l4lb/l4lb/pkg/config"
+)
+
+func runAgent(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("agent", "[flags]", "run the l4lb daemon: gossip with the other nodes, program IPVS, answer DNS and serve the local API", stderr)
+	host, _ := os.Hostname()
+	o := agent.Options{}
+	cfgFile := fs.String("config", "", "JSON file of flag values ({\"join\": \"10.0.0.1,10.0.0.2\", ...}); flags given on the command line win")
+	fs.StringVar(&o.NodeName, "node-name", host, "this node's name in the cluster (unique)")
+	fs.StringVar(&o.Bind, "bind", "0.0.0.0", "address to gossip on")
+	fs.IntVar(&o.GossipPort, "gossip-port", 7946, "port to gossip on (TCP and UDP)")
+	fs.StringVar(&o.Advertise, "advertise", "", "address other nodes reach this one at (default: --bind, or an address of this host that memberlist picks when --bind is 0.0.0.0)")
+	join := fs.String("join", "", "comma-separated seed addresses (host or host:port) of other agents; retried until one answers")
+	fs.StringVar(&o.APIListen, "api-listen", api.DefaultAddr, "address of the local HTTP API")
+	dnsListen := fs.String("dns-listen", "198.51.100.1:53", "comma-separated addresses to serve DNS on; addresses in 198.51.100.0/24 are held on --interface")
+	dnsUpstreams := fs.String("dns-upstreams", "", "comma-separated upstream resolvers for names outside the zone (default: the nameservers in /etc/resolv.conf that are not this server)")
+	fs.BoolVar(&o.DNSForward, "dns-forward", true, "forward names outside the zone to the upstream resolvers")
+	fs.DurationVar(&o.DNSTTL, "dns-ttl", 5*time.Second, "TTL of DNS answers for VIP names")
+	fs.StringVar(&o.Domain, "domain", "l4lb.thisdcos.directory", "DNS domain of named VIPs")
+	vipCIDR := fs.String("vip-cidr", "11.0.0.0/8", "range that IPv4 named VIPs get their addresses from")
+	vip6CIDR := fs.String("vip6-cidr", "fd01:c::/64", "range that IPv6 named VIPs get their addresses from")
+	fs.StringVar(&o.Interface, "interface", "minuteman", "dummy interface that holds the VIPs")
+	fs.StringVar(&o.GossipKeyFile, "gossip-key-file", "", "file holding the base64-encoded 16, 24 or 32-byte gossip key (see l4lb keygen); without it gossip is not encrypted")
+	fs.StringVar(&o.GossipLabel, "gossip-label", "", "cluster label: agents with different labels ignore each other")
+	fs.StringVar(&o.ServicesDir, "services-dir", "", "directory of JSON backend files (e.g. /etc/l4lb/services.d) to publish, watched for changes")
+	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/l4lb", "directory for what must survive a restart (registrations, VIP address claims)")
+	fs.StringVar(&o.DataPlane, "dataplane", "ipvs", "ipvs: program this node's kernel; none: serve DNS and the API only")
+	fs.DurationVar(&o.ResyncPeriod, "resync-period", 30*time.Second, "period of the full IPVS resync that repairs drift")
+	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 5*time.Minute, "longest time a withdrawn TCP backend drains before it is removed")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if _, err := parse(fs, args, nil); err != nil {
+		return err
+	}
+	if *cfgFile != "" {
+		if err := config.ApplyFile(fs, *cfgFile); err != nil {
+			return err
+		}
+	}
+	var err error
+	if o.Log, err = config.Logger(*logLevel, *logFormat, stderr); err != nil {
+		return err
+	}
+	o.Join = config.SplitList(*join)
+	o.DNSListen = config.SplitList(*dnsListen)
+	o.DNSUpstreams = config.SplitList(*dnsUpstreams)
+	if o.VIPCIDR, err = config.ParsePrefix("vip-cidr", *vipCIDR, false); err != nil {
+		return err
+	}
+	if o.VIP6CIDR, err = config.ParsePrefix("vip6-cidr", *vip6CIDR, true); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	// SIGHUP rereads the gossip key file (key rotation) and the services
+	// directory.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{})
+	go func() {
+		for range hup {
+			reload <- struct{}{}
+		}
+	}()
+	o.Reload = reload
+	if err := agent.Run(ctx, o); err != nil {
+		return fmt.Errorf("%w", err)
+	}
+	return nil
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/l4lb/l4lb/pkg/api"
+	"github.com/l4lb/l4lb/pkg/source"
+)
+
+func apiFlag(fs *flag.FlagSet) *string {
+	return fs.String("api", api.DefaultAddr, "address of the agent's API")
+}
+
+func clientContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 15*time.Second)
+}
+
+func runRegister(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("register", "VIP BACKEND [flags]", "publish a backend that runs on this node, e.g. l4lb register /dcos-101/app2:10000 10.0.0.12:8080", stderr)
+	framework := fs.String("framework", "marathon", "framework that started the app (part of the VIP's DNS name)")
+	protocol := fs.String("protocol", "", "tcp or udp (default tcp, or the VIP's tcp:// or udp:// scheme)")
+	weight := fs.Uint("weight", 1, "weight of this backend (0: takes no new connections)")
+	check := fs.String("check", "", "health check: tcp (connect), or http:///PATH (GET PATH on the backend, 2xx passes); none by default")
+	scheduler := fs.String("scheduler", "", "IPVS scheduler the VIP should use: wlc, rr, sh, mh, ... (default wlc)")
+	persistence := fs.Uint("persistence", 0, "seconds of client affinity for the VIP (0: none)")
+	addr := apiFlag(fs)
+	pos, err := parse(fs, args, []string{"VIP", "BACKEND"})
+	if err != nil {
+		return err
+	}
+	w := uint32(*weight)
+	e := source.Entry{VIP: pos[0], Backend: pos[1], Framework: *framework, Protocol: *protocol, Weight: &w, Check: *check, Scheduler: *scheduler, Persistence: uint32(*persistence)}
+	if _, err := e.Parse(); err != nil {
+		return err
+	}
+	ctx, cancel := clientContext()
+	defer cancel()
+	res, err := api.NewClient(*addr).Register(ctx, e)
+	if err != nil {
+		return err
+	}
+	verb := "updated"
+	if res.Created {
+		verb = "registered"
+	}
+	fmt.Fprintf(stdout, "%s %s\n", verb, res.Key)
+	return nil
+}
+
+func runDeregister(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("deregister", "VIP BACKEND [flags]", "withdraw a backend of this node; it drains (weight 0) and then leaves", stderr)
+	framework := fs.String("framework", "marathon", "framework the backend was registered with")
+	protocol := fs.String("protocol", "", "tcp or udp, as registered")
+	addr := apiFlag(fs)
+	pos, err := parse(fs, args, []string{"VIP", "BACKEND"})
+	if err != nil {
+		return err
+	}
+	e := source.Entry{VIP: pos[0], Backend: pos[1], Framework: *framework, Protocol: *protocol}
+	if _, err := e.Parse(); err != nil {
+		return err
+	}
+	ctx, cancel := clientContext()
+	defer cancel()
+	res, err := api.NewClient(*addr).Deregister(ctx, e)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "deregistered %s\n", res.Key)
+	return nil
+}
+
+func runVIPs(args []string, stdout, stderr io.Writer) error {
+	return runView("vips", "show every VIP with its names, address, port, protocol, scheduler and backends", args, stdout, stderr,
+		func(ctx context.Context, c *api.Client) (any, error) { return c.VIPs(ctx) },
+		func(w io.Writer, v any) error { return api.RenderVIPs(w, v.(api.VIPs)) })
+}
+
+func runMembers(args []string, stdout, stderr io.Writer) error {
+	return runView("members", "show the cluster's nodes with their state (alive, suspect, dead, left)", args, stdout, stderr,
+		func(ctx context.Context, c *api.Client) (any, error) { return c.Members(ctx) },
+		func(w io.Writer, v any) error { return api.RenderMembers(w, v.(api.Members)) })
+}
+
+// runView is a read-only command: fetch a view from the agent and print it
+// as text or JSON.
+func runView(name, summary string, args []string, stdout, stderr io.Writer,
+	fetch func(context.Context, *api.Client) (any, error), render func(io.Writer, any) error) error {
+	fs := newFlagSet(name, "[-o json]", summary, stderr)
+	out := fs.String("o", "text", "output format: text or json")
+	addr := apiFlag(fs)
+	if _, err := parse(fs, args, nil); err != nil {
+		return err
+	}
+	if *out != "text" && *out != "json" {
+		return fmt.Errorf("-o %q: want text or json", *out)
+	}
+	ctx, cancel := clientContext()
+	defer cancel()
+	v, err := fetch(ctx, api.NewClient(*addr))
+	if err != nil {
+		return err
+	}
+	if *out == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	return render(stdout, v)
+}
+
+func runKeygen(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("keygen", "", "print a new random 32-byte gossip key, base64-encoded, for --gossip-key-file", stderr)
+	if _, err := parse(fs, args, nil); err != nil {
+		return err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("read random bytes: %w", err)
+	}
+	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
+	return nil
+}

@@ -1,0 +1,156 @@
+// Command l4lb is the l4lb node agent and its command-line client.
+//
+//	l4lb agent [flags]                 run the daemon on this node
+//	l4lb register VIP BACKEND [flags]  publish a backend that runs on this node
+//	l4lb deregister VIP BACKEND        withdraw it (it drains)
+//	l4lb vips [-o json]                show every VIP with its backends
+//	l4lb members [-o json]             show the cluster's nodes
+//	l4lb keygen                        print a new gossip key
+//	l4lb version                       print the version
+//
+// This file and its siblings only parse flags and wire components; the logic
+// lives in the packages they call.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type command struct {
+	name, args, summary string
+	run                 func(args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"agent", "[flags]", "run the l4lb daemon on this node", runAgent},
+		{"register", "VIP BACKEND [flags]", "publish a backend that runs on this node", runRegister},
+		{"deregister", "VIP BACKEND [flags]", "withdraw a backend (it drains, then leaves)", runDeregister},
+		{"vips", "[-o json]", "show every VIP with its names, address and backends", runVIPs},
+		{"members", "[-o json]", "show the cluster's nodes and their state", runMembers},
+		{"keygen", "", "print a new random gossip key (base64, 32 bytes)", runKeygen},
+		{"version", "", "print l4lb's version", runVersion},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "l4lb: layer-4 load balancing to named VIPs with IPVS, gossip and DNS.\n\nUsage:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  l4lb %-10s %-22s %s\n", c.name, c.args, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'l4lb COMMAND --help' for a command's flags.\n")
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks an error whose message was already printed with the usage.
+var errUsage = errors.New("usage")
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	name := args[0]
+	if name == "-h" || name == "--help" || name == "help" {
+		usage(stdout)
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != name {
+			continue
+		}
+		err := c.run(args[1:], stdout, stderr)
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			return 2
+		default:
+			fmt.Fprintf(stderr, "l4lb %s: %v\n", name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "l4lb: unknown command %q\n\n", name)
+	usage(stderr)
+	return 2
+}
+
+// parse parses flags that may stand before, between or after the positional
+// arguments ("register VIP BACKEND --weight 2"), and checks how many
+// positional arguments there are.
+func parse(fs *flag.FlagSet, args []string, positional []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, errUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != len(positional) {
+		want := "no arguments"
+		if len(positional) > 0 {
+			want = strings.Join(positional, " ")
+		}
+		fmt.Fprintf(fs.Output(), "l4lb %s: want %s, got %d argument(s)\n", fs.Name(), want, len(pos))
+		fs.Usage()
+		return nil, errUsage
+	}
+	return pos, nil
+}
+
+// newFlagSet makes a flag set whose usage names the command and its
+// arguments.
+func newFlagSet(name, args, summary string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: l4lb %s %s\n\n%s.\n\nFlags:\n", name, args, summary)
+		printFlags(fs)
+	}
+	return fs
+}
+
+// printFlags lists the flags as users write them, with two dashes.
+func printFlags(fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if typ != "" {
+			line += " " + typ
+		}
+		fmt.Fprintf(fs.Output(), "%s\n    \t%s", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			fmt.Fprintf(fs.Output(), " (default %q)", f.DefValue)
+		}
+		fmt.Fprintln(fs.Output())
+	})
+}
+
+func runVersion(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("version", "", "print l4lb's version", stderr)
+	if _, err := parse(fs, args, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "l4lb %s\n", version)
+	return nil
+}

@@ -1,0 +1,342 @@
+package gossip
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/l4lb/l4lb/gossip/memnet"
+	"github.com/l4lb/l4lb/vip"
+)
+
+// benchCluster starts n nodes on one in-memory network, each joining a
+// random earlier node, each publishing one backend, and waits until every
+// node holds every record.
+func benchCluster(b *testing.B, net *memnet.Network, n int) []*memNode {
+	return benchClusterWith(b, net, n, nil)
+}
+
+// simulationTiming is for clusters too large to simulate in one process
+// with production failure-detector timing: 1,000 memberlists share the
+// benchmark machine's 2 cores, where production nodes each have their own.
+// Probing is slowed down so that the simulation does not starve itself
+// into false suspicions; dissemination (gossip interval, fan-out,
+// retransmits) stays as in production, and that is what convergence
+// measures.
+func simulationTiming(c *Config) {
+	c.Timing.ProbeInterval = 5 * time.Second
+	c.Timing.ProbeTimeout = 2 * time.Second
+	c.Timing.SuspicionMult = 6
+}
+
+func benchClusterWith(b *testing.B, net *memnet.Network, n int, tweak func(*Config)) []*memNode {
+	b.Helper()
+	start := time.Now()
+	nodes := make([]*memNode, 0, n)
+	for i := range n {
+		var seeds []string
+		if i > 0 {
+			seeds = []string{nodes[rand.IntN(i)].tr.Addr(), nodes[0].tr.Addr()}
+		}
+		m := startMem(b, net, fmt.Sprintf("node-%04d", i), tweak, seeds...)
+		m.c.log.Logger.SetLevel(0) // panic level only: keep the benchmark's output clean
+		m.c.Publish([]vip.Registration{benchReg(i, 0)})
+		nodes = append(nodes, m)
+		if (i+1)%100 == 0 {
+			b.Logf("%d nodes started after %v", i+1, time.Since(start).Round(time.Millisecond))
+		}
+	}
+	deadline := time.Now().Add(time.Duration(n)*200*time.Millisecond + 30*time.Second)
+	for !converged(nodes) {
+		if time.Now().After(deadline) {
+			shown := 0
+			for _, m := range nodes {
+				if m.c.store.livePeerCount() == n-1 && m.c.store.visibleCount() == n {
+					continue
+				}
+				if shown++; shown > 3 {
+					break
+				}
+				st := m.c.store.state()
+				b.Logf("%s: %d live peers, %d records in state, members %d", m.name, m.c.store.livePeerCount(), len(st), len(m.c.Members()))
+				b.Logf("   stats %+v", m.c.Stats())
+				for _, mm := range m.c.Members() {
+					if _, ok := findNode(st, mm.Name); !ok {
+						b.Logf("   missing %s: %+v", mm.Name, mm)
+					}
+				}
+			}
+			b.Fatalf("cluster of %d did not converge (memnet drops %d)", n, net.Drops.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Logf("%d nodes converged in %v", n, time.Since(start).Round(time.Millisecond))
+	return nodes
+}
+
+func converged(nodes []*memNode) bool {
+	n := len(nodes)
+	{
+		for _, m := range nodes {
+			if m.c.store.livePeerCount() != n-1 {
+				return false
+			}
+		}
+		for _, m := range nodes {
+			if m.c.store.visibleCount() != n {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func benchReg(node, change int) vip.Registration {
+	return reg("/bench", 80, fmt.Sprintf("10.%d.%d.%d:%d", node/250, node%250, 1+change%250, 1000+change/250))
+}
+
+// percentile returns the p-th percentile (0..100) of sorted durations.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p / 100)
+	return sorted[i]
+}
+
+// wireBytesSent sums the bytes every node put on the network.
+func wireBytesSent(nodes []*memNode) uint64 {
+	var total uint64
+	for _, m := range nodes {
+		total += m.c.Stats().WireBytesSent
+	}
+	return total
+}
+
+// BenchmarkConvergence measures, in a cluster of N nodes in one process,
+// the time from one node publishing a change until every node's State
+// holds it (one change at a time, one per iteration), and the bytes each node
+// sends per second when idle and while the cluster makes 100 changes per
+// second. Run with a fixed count, e.g. -benchtime=30x.
+func BenchmarkConvergence(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			net := memnet.New()
+			var tweak func(*Config)
+			if n >= 500 {
+				tweak = simulationTiming
+				b.Logf("%d nodes in one process: probing slowed down (see simulationTiming)", n)
+			}
+			nodes := benchClusterWith(b, net, n, tweak)
+			time.Sleep(2 * time.Second) // let the join storm settle
+
+			var latencies []time.Duration
+			for i := 0; b.Loop(); i++ {
+				origin := nodes[rand.IntN(n)]
+				idx := slices.Index(nodes, origin)
+				origin.c.Publish([]vip.Registration{benchReg(idx, i+1)})
+				v := origin.c.store.selfRecord().Version
+				start := time.Now()
+				pending := slices.Clone(nodes)
+				for len(pending) > 0 {
+					if time.Since(start) > 30*time.Second {
+						for _, m := range pending[:min(3, len(pending))] {
+							var held Version
+							if e := m.c.store.records[origin.name]; e != nil {
+								held = e.rec.Version
+							}
+							b.Logf("%s: origin %s is %q, holds %v want %v; stats %+v", m.name, origin.name,
+								memberState(m.c, origin.name), held, v, m.c.Stats())
+						}
+						b.Fatalf("change %d: %d nodes still without it after 30s (memnet drops %d)", i, len(pending), net.Drops.Load())
+					}
+					pending = slices.DeleteFunc(pending, func(m *memNode) bool { return m.c.store.holds(origin.name, v) })
+					if len(pending) > 0 {
+						time.Sleep(2 * time.Millisecond)
+					}
+				}
+				latencies = append(latencies, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(latencies)
+			b.ReportMetric(float64(percentile(latencies, 50).Milliseconds()), "p50-ms")
+			b.ReportMetric(float64(percentile(latencies, 99).Milliseconds()), "p99-ms")
+			b.ReportMetric(float64(latencies[len(latencies)-1].Milliseconds()), "max-ms")
+
+			// Idle: nothing changes for a while.
+			const window = 5 * time.Second
+			time.Sleep(time.Second) // let the last change's gossip finish
+			before := wireBytesSent(nodes)
+			time.Sleep(window)
+			idle := float64(wireBytesSent(nodes)-before) / float64(n) / window.Seconds()
+			b.ReportMetric(idle, "idle-B/s/node")
+
+			// 100 changes per second, from random nodes, for the window.
+			before = wireBytesSent(nodes)
+			tick := time.NewTicker(10 * time.Millisecond)
+			end := time.Now().Add(window)
+			for i := 0; time.Now().Before(end); i++ {
+				<-tick.C
+				j := rand.IntN(n)
+				nodes[j].c.Publish([]vip.Registration{benchReg(j, 100000+i)})
+			}
+			tick.Stop()
+			busy := float64(wireBytesSent(nodes)-before) / float64(n) / window.Seconds()
+			b.ReportMetric(busy, "100chg/s-B/s/node")
+		})
+	}
+}
+
+// BenchmarkFailureDetection measures the time from a node's death
+// (Shutdown, no goodbye) until its backends have left the State of every
+// other node. Each iteration kills one node, then restarts it (same name,
+// same address, new generation) and waits for it to be back everywhere, so
+// the cluster keeps N members, as memberlist counts them too.
+func BenchmarkFailureDetection(b *testing.B) {
+	for _, n := range []int{3, 100} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			net := memnet.New()
+			nodes := benchCluster(b, net, n)
+			var took []time.Duration
+			for i := 0; b.Loop(); i++ {
+				k := rand.IntN(n)
+				victim := nodes[k]
+				start := time.Now()
+				_ = victim.c.Shutdown()
+				for {
+					gone := true
+					for _, m := range nodes {
+						if m != victim && m.c.store.shows(victim.name) {
+							gone = false
+							break
+						}
+					}
+					if gone {
+						break
+					}
+					if time.Since(start) > 60*time.Second {
+						b.Fatalf("victim still present after 60s")
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				took = append(took, time.Since(start))
+				b.StopTimer()
+				tr, err := net.NewTransportAt(victim.tr.Addr())
+				if err != nil {
+					b.Fatal(err)
+				}
+				seed := nodes[(k+1)%n].tr.Addr()
+				back := startMemAt(b, net, tr, victim.name, nil, seed)
+				back.c.log.Logger.SetLevel(0)
+				back.c.Publish([]vip.Registration{benchReg(k, i)})
+				nodes[k] = back
+				waitFor(b, 60*time.Second, "restarted node to be back everywhere", func() bool {
+					for _, m := range nodes {
+						if !m.c.store.shows(back.name) {
+							return false
+						}
+					}
+					return true
+				})
+				time.Sleep(time.Second)
+				b.StartTimer()
+			}
+			b.StopTimer()
+			slices.Sort(took)
+			b.ReportMetric(float64(percentile(took, 50).Milliseconds()), "p50-ms")
+			b.ReportMetric(float64(percentile(took, 99).Milliseconds()), "p99-ms")
+			b.ReportMetric(float64(took[len(took)-1].Milliseconds()), "max-ms")
+		})
+	}
+}
+
+// BenchmarkNoFalseDeathUnderCPULoad keeps every core busy (a spinning
+// shell process per core and two spinning goroutines per core, for 15 s)
+// while a cluster runs, and
+// counts the members any node declared dead or suspect although none
+// failed. It fails if there is a false death.
+func BenchmarkNoFalseDeathUnderCPULoad(b *testing.B) {
+	for _, n := range []int{3, 20} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			net := memnet.New()
+			nodes := benchCluster(b, net, n)
+			var deaths, suspicions atomic.Int64
+			for b.Loop() {
+				const load = 15 * time.Second
+				stop := make(chan struct{})
+				var wg sync.WaitGroup
+				// Busy processes compete for the cores at the OS level,
+				// busy goroutines inside the Go scheduler; both are bounded
+				// by the load time.
+				var procs []*exec.Cmd
+				for range runtime.NumCPU() {
+					cmd := exec.Command("timeout", strconv.Itoa(int(load.Seconds())+1), "sh", "-c", "while :; do :; done")
+					if err := cmd.Start(); err != nil {
+						b.Fatalf("start busy process: %v", err)
+					}
+					procs = append(procs, cmd)
+				}
+				for range 2 * runtime.GOMAXPROCS(0) {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						x := 0
+						for {
+							select {
+							case <-stop:
+								return
+							default:
+							}
+							for range 100000 {
+								x++
+							}
+						}
+					}()
+				}
+				end := time.Now().Add(load)
+				seen := map[string]bool{}
+				for time.Now().Before(end) {
+					for _, m := range nodes {
+						for _, mm := range m.c.Members() {
+							key := m.name + ">" + mm.Name + ">" + string(mm.State)
+							if seen[key] {
+								continue
+							}
+							switch mm.State {
+							case MemberDead, MemberLeft:
+								deaths.Add(1)
+								seen[key] = true
+							case MemberSuspect:
+								suspicions.Add(1)
+								seen[key] = true
+							}
+						}
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				close(stop)
+				wg.Wait()
+				for _, p := range procs {
+					// SIGTERM, which timeout passes on to its shell (a
+					// SIGKILL would orphan the shell).
+					_ = p.Process.Signal(syscall.SIGTERM)
+					_ = p.Wait()
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(deaths.Load()), "false-deaths")
+			b.ReportMetric(float64(suspicions.Load()), "suspicions")
+			if deaths.Load() > 0 {
+				b.Fatalf("%d false deaths under CPU load", deaths.Load())
+			}
+		})
+	}
+}

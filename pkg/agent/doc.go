@@ -1,0 +1,11 @@
+// Package agent joins l4lb's parts into the node agent. Data flows one way
+// through it: local backend sources (the API's registrations, the services
+// directory, health checks) are published to gossip; every change of the
+// gossiped cluster state is turned into the desired table by vip.Build and
+// handed to the data plane; what the data plane reports as programmed is
+// handed to DNS, so that DNS answers only what works.
+//
+// Core holds that flow and its decisions (which backends this node publishes,
+// with which health and which VIP address claims); Run builds the real
+// components from Options and wires them to a Core.
+package agent

@@ -1,0 +1,137 @@
+package agent
+
+import (
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/l4lb/l4lb/dns"
+	"github.com/l4lb/l4lb/gossip"
+	"github.com/l4lb/l4lb/pkg/source"
+)
+
+// statsSources are the components whose counters the metrics read at
+// scrape time; nil ones are left out.
+type statsSources struct {
+	core    *Core
+	cluster func() gossip.Stats
+	members func() []gossip.Member
+	dns     func() dns.Stats
+	dir     func() source.DirStats
+}
+
+// collector turns the components' Stats into Prometheus metrics when
+// scraped, so that no component keeps a second count. The data plane
+// exports its own (ipvs.Reconciler.Collector).
+type collector struct {
+	src   statsSources
+	descs map[string]*prometheus.Desc
+}
+
+func newCollector(src statsSources) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("l4lb_"+name, help, labels, nil)
+	}
+	return &collector{src: src, descs: map[string]*prometheus.Desc{
+		"vips":                   d("vips", "VIPs in the desired table.", "state"),
+		"backends":               d("backends", "Backends in the desired table, by health.", "health"),
+		"table_errors":           d("table_errors", "Named VIPs the table could not hold (range full, invalid)."),
+		"members":                d("gossip_members", "Cluster members by state.", "state"),
+		"gossip_messages":        d("gossip_messages_total", "l4lb's own gossip messages.", "direction"),
+		"gossip_bytes":           d("gossip_bytes_total", "Bytes of l4lb's own gossip messages, before encryption.", "direction"),
+		"gossip_wire_bytes":      d("gossip_wire_bytes_total", "Bytes on the gossip transport, memberlist's included.", "direction"),
+		"gossip_queue":           d("gossip_broadcast_queue", "Gossip messages waiting to be sent."),
+		"gossip_conflicts":       d("gossip_merge_conflicts_total", "Records with a held version but other content."),
+		"gossip_stale":           d("gossip_stale_records_total", "Records dropped because a newer one was held."),
+		"gossip_dropped":         d("gossip_dropped_messages_total", "Malformed or oversized gossip messages dropped."),
+		"dns_replies":            d("dns_replies_total", "DNS replies by response code.", "rcode"),
+		"dns_forwarded":          d("dns_forwarded_total", "DNS queries answered by an upstream."),
+		"dns_forward_failed":     d("dns_forward_failures_total", "DNS queries every upstream failed."),
+		"dns_dropped":            d("dns_dropped_total", "DNS queries dropped unanswered, malformed or over the in-flight cap.", "reason"),
+		"dns_names":              d("dns_zone_names", "VIP names the DNS zone answers."),
+		"prog_latency":           d("network_programming_latency_seconds", "Time from a change of the cluster state reaching this node to the change being in this node's kernel (last sync)."),
+		"services_dir_errors":    d("services_dir_bad_files", "Files of the services directory that are bad now (skipped)."),
+		"services_dir_bad_loads": d("services_dir_bad_loads_total", "Times a services directory file was read and found bad."),
+	}}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, v, labels...)
+	}
+	if core := c.src.core; core != nil {
+		t, prog := core.Table(), core.ProgrammedTable()
+		gauge("vips", float64(len(t.VIPs)), "desired")
+		gauge("vips", float64(len(prog.VIPs)), "programmed")
+		health := map[string]int{}
+		for _, v := range t.VIPs {
+			for _, b := range v.Backends {
+				health[string(b.Health)]++
+			}
+		}
+		for _, h := range []string{"healthy", "draining"} {
+			gauge("backends", float64(health[h]), h)
+		}
+		gauge("table_errors", float64(len(t.Errors)))
+		gauge("prog_latency", core.ProgrammingLatency().Seconds())
+	}
+	if c.src.members != nil {
+		states := map[string]int{"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+		for _, m := range c.src.members() {
+			states[string(m.State)]++
+		}
+		keys := make([]string, 0, len(states))
+		for k := range states {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			gauge("members", float64(states[k]), k)
+		}
+	}
+	if c.src.cluster != nil {
+		s := c.src.cluster()
+		counter("gossip_messages", float64(s.MessagesSent), "sent")
+		counter("gossip_messages", float64(s.MessagesReceived), "received")
+		counter("gossip_bytes", float64(s.BytesSent), "sent")
+		counter("gossip_bytes", float64(s.BytesReceived), "received")
+		counter("gossip_wire_bytes", float64(s.WireBytesSent), "sent")
+		counter("gossip_wire_bytes", float64(s.WireBytesReceived), "received")
+		gauge("gossip_queue", float64(s.BroadcastQueue))
+		counter("gossip_conflicts", float64(s.MergeConflicts))
+		counter("gossip_stale", float64(s.StaleRecords))
+		counter("gossip_dropped", float64(s.DroppedMessages))
+	}
+	if c.src.dns != nil {
+		s := c.src.dns()
+		codes := make([]string, 0, len(s.Replies))
+		for k := range s.Replies {
+			codes = append(codes, k)
+		}
+		sort.Strings(codes)
+		for _, k := range codes {
+			counter("dns_replies", float64(s.Replies[k]), k)
+		}
+		counter("dns_forwarded", float64(s.Forwarded))
+		counter("dns_forward_failed", float64(s.ForwardFailures))
+		counter("dns_dropped", float64(s.FormErr), "formerr")
+		counter("dns_dropped", float64(s.Dropped), "malformed")
+		counter("dns_dropped", float64(s.InFlightCapHits), "in_flight_cap")
+		counter("dns_dropped", float64(s.Loops), "loop")
+		gauge("dns_names", float64(s.ZoneNames))
+	}
+	if c.src.dir != nil {
+		s := c.src.dir()
+		gauge("services_dir_errors", float64(len(s.BadFiles)))
+		counter("services_dir_bad_loads", float64(s.BadLoads))
+	}
+}

@@ -1,0 +1,351 @@
+package agent
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sirupsen/logrus"
+
+	"github.com/l4lb/l4lb/dns"
+	"github.com/l4lb/l4lb/gossip"
+	"github.com/l4lb/l4lb/ipvs"
+	"github.com/l4lb/l4lb/pkg/api"
+	"github.com/l4lb/l4lb/pkg/health"
+	"github.com/l4lb/l4lb/pkg/source"
+	"github.com/l4lb/l4lb/vip"
+)
+
+// Options are the agent's settings, as `l4lb agent` flags give them.
+type Options struct {
+	NodeName      string
+	Bind          string
+	Advertise     string
+	GossipPort    int
+	Join          []string // "host" or "host:port"; the port defaults to GossipPort
+	GossipKeyFile string
+	GossipLabel   string
+	APIListen     string
+	DNSListen     []string
+	DNSUpstreams  []string
+	DNSForward    bool
+	DNSTTL        time.Duration
+	Domain        string
+	VIPCIDR       netip.Prefix
+	VIP6CIDR      netip.Prefix
+	Interface     string
+	ServicesDir   string
+	StateDir      string
+	DataPlane     string // "ipvs" or "none"
+	ResyncPeriod  time.Duration
+	DrainTimeout  time.Duration
+	// Reload, when it receives, makes the agent reread the gossip key file
+	// (key rotation) and rescan the services directory.
+	Reload <-chan struct{}
+	Log    *logrus.Entry
+}
+
+// dnsDummyRange is the range whose DNS listen addresses the agent holds on
+// its dummy interface (198.51.100.1 is DC/OS's).
+var dnsDummyRange = netip.MustParsePrefix("198.51.100.0/24")
+
+func (o *Options) check() error {
+	if o.NodeName == "" {
+		return errors.New("--node-name is empty and the host name is unknown")
+	}
+	if o.DataPlane != "ipvs" && o.DataPlane != "none" {
+		return fmt.Errorf("--dataplane %q: want ipvs or none", o.DataPlane)
+	}
+	if o.StateDir == "" {
+		return errors.New("--state-dir is empty")
+	}
+	if o.GossipPort < 0 || o.GossipPort > 65535 {
+		return fmt.Errorf("--gossip-port %d: want 0 to 65535", o.GossipPort)
+	}
+	if len(o.DNSListen) == 0 {
+		return errors.New("--dns-listen is empty")
+	}
+	for _, a := range o.DNSListen {
+		if _, err := netip.ParseAddrPort(a); err != nil {
+			return fmt.Errorf("--dns-listen %q: want ip:port: %w", a, err)
+		}
+	}
+	if _, _, err := net.SplitHostPort(o.APIListen); err != nil {
+		return fmt.Errorf("--api-listen %q: %w", o.APIListen, err)
+	}
+	if o.Log == nil {
+		o.Log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	return nil
+}
+
+// ReadKeyFile reads gossip keys: one base64-encoded 16, 24 or 32-byte key a
+// line, the first the one that encrypts; blank lines and lines starting with
+// # are skipped. Several keys serve rotation: add the new key second, reload
+// every node, move it first, reload, then remove the old one.
+func ReadKeyFile(path string) ([][]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("gossip key file: %w", err)
+	}
+	var keys [][]byte
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			return nil, fmt.Errorf("gossip key file %s line %d: not base64: %w", path, i+1, err)
+		}
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			return nil, fmt.Errorf("gossip key file %s line %d: key of %d bytes, want 16, 24 or 32 (l4lb keygen makes one)", path, i+1, n)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("gossip key file %s holds no key", path)
+	}
+	return keys, nil
+}
+
+// seeds turns --join values into host:port addresses.
+func seeds(join []string, port int) []string {
+	out := make([]string, 0, len(join))
+	for _, j := range join {
+		if _, _, err := net.SplitHostPort(j); err == nil {
+			out = append(out, j)
+			continue
+		}
+		out = append(out, net.JoinHostPort(strings.Trim(j, "[]"), strconv.Itoa(port)))
+	}
+	return out
+}
+
+// Run runs the agent until ctx is done, then leaves the cluster gracefully.
+func Run(ctx context.Context, o Options) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	log := o.Log.WithField("node", o.NodeName)
+	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	var keys [][]byte
+	if o.GossipKeyFile != "" {
+		var err error
+		if keys, err = ReadKeyFile(o.GossipKeyFile); err != nil {
+			return err
+		}
+	}
+	store, err := source.OpenStore(o.StateDir, log)
+	if err != nil {
+		return err
+	}
+	claims := NewClaimBook(filepath.Join(o.StateDir, "claims.json"))
+	if err := claims.Load(); err != nil {
+		return err
+	}
+	vipCfg := vip.Config{Domain: o.Domain, V4: o.VIPCIDR, V6: o.VIP6CIDR}
+
+	resolver, err := dns.NewServer(dns.Config{Domain: o.Domain, TTL: o.DNSTTL, Listen: o.DNSListen, Upstreams: o.DNSUpstreams, Forward: o.DNSForward, Logger: log})
+	if err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	cluster, err := gossip.New(gossip.Config{
+		NodeName: o.NodeName, BindAddr: o.Bind, BindPort: o.GossipPort, AdvertiseAddr: o.Advertise,
+		Join: seeds(o.Join, o.GossipPort), Keys: keys, Label: o.GossipLabel, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("gossip: %w", err)
+	}
+
+	var core *Core
+	var plane *ipvs.Reconciler
+	coreCfg := CoreConfig{Node: o.NodeName, VIP: vipCfg, DNS: resolver, Claims: claims, Log: log,
+		StateMerged: stateMerged(cluster, len(o.Join) > 0, time.Now(), joinGrace)}
+	if o.DataPlane == "ipvs" {
+		var local []netip.Addr
+		for _, a := range o.DNSListen {
+			if ap := netip.MustParseAddrPort(a); dnsDummyRange.Contains(ap.Addr()) {
+				local = append(local, ap.Addr())
+			}
+		}
+		plane, err = ipvs.New(ipvs.Config{
+			Interface: o.Interface, LocalAddrs: local, ResyncPeriod: o.ResyncPeriod, DrainTimeout: o.DrainTimeout,
+			Masquerade:   ipvs.Masquerade{VIPRanges: []netip.Prefix{vipCfg.WithDefaults().V4, vipCfg.WithDefaults().V6}},
+			Logger:       log,
+			OnProgrammed: func(t *vip.Table) { core.Programmed(t) },
+		})
+		if err != nil {
+			return fmt.Errorf("data plane: %w", err)
+		}
+		coreCfg.Plane = plane
+	}
+	core = NewCore(coreCfg, cluster)
+	core.SetAPI(store.List())
+
+	checker := health.New(health.Config{Log: log, OnChange: func(key string, healthy bool, reason string) { core.Kick() }})
+	defer checker.Close()
+	core.SetHealth(checkerHealth{checker})
+	a := &apiAgent{core: core, store: store, cluster: cluster, plane: plane, checker: checker, log: log}
+	a.refreshChecks()
+
+	reg := prometheus.NewRegistry()
+	src := statsSources{core: core, cluster: cluster.Stats, members: cluster.Members, dns: resolver.Stats}
+	if plane != nil {
+		reg.MustRegister(plane.Collector())
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	goRun := func(name string, fn func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+
+	var dir *source.Dir
+	if o.ServicesDir != "" {
+		dir = source.NewDir(source.DirConfig{Path: o.ServicesDir, Log: log})
+		src.dir = dir.Stats
+		goRun("services directory", func() error {
+			return dir.Run(ctx, func(l []source.Local) {
+				core.SetDir(l)
+				a.refreshChecks()
+			})
+		})
+	}
+	reg.MustRegister(newCollector(src), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if err := cluster.Start(ctx); err != nil {
+		return fmt.Errorf("gossip: %w", err)
+	}
+	if plane != nil {
+		goRun("data plane", func() error { return plane.Run(ctx) })
+	}
+	goRun("agent", func() error { return core.Run(ctx) })
+
+	ln, err := net.Listen("tcp", o.APIListen)
+	if err != nil {
+		cancel()
+		wg.Wait()
+		_ = cluster.Shutdown()
+		return fmt.Errorf("API: listen on %s: %w", o.APIListen, err)
+	}
+	apiSrv := &http.Server{Handler: api.NewHandler(a, reg, log), ReadHeaderTimeout: 5 * time.Second}
+	goRun("API", func() error {
+		if err := apiSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	log.WithFields(logrus.Fields{"api": o.APIListen, "dataplane": o.DataPlane, "state_dir": o.StateDir}).Info("agent started")
+
+	// DNS listens once the first sync has put its addresses on the dummy
+	// interface; readiness is announced once the cluster state is merged
+	// and the kernel synced.
+	goRun("DNS", func() error {
+		if !waitFor(ctx, func() bool { ok, _ := core.Synced(); return ok }) {
+			return nil
+		}
+		if err := resolver.Start(ctx); err != nil {
+			return err
+		}
+		log.WithField("listen", strings.Join(o.DNSListen, ",")).Info("DNS serving")
+		if waitFor(ctx, func() bool { ok, _ := a.Ready(); return ok }) {
+			log.Info("agent ready")
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+		}
+		return nil
+	})
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errc:
+			runErr = err
+			log.WithError(err).Error("agent component failed; stopping")
+			break loop
+		case <-o.Reload:
+			a.reload(o.GossipKeyFile, dir)
+		}
+	}
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	log.Info("agent stopping: leaving the cluster")
+	if err := cluster.Leave(5 * time.Second); err != nil {
+		log.WithError(err).Warn("graceful leave failed")
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = apiSrv.Shutdown(sctx)
+	_ = resolver.Shutdown(sctx)
+	wg.Wait()
+	if plane != nil {
+		// IPVS services stay for a restart without disruption; the owned
+		// iptables rules go.
+		if err := plane.Close(true); err != nil {
+			log.WithError(err).Warn("data plane cleanup failed")
+		}
+	}
+	log.Info("agent stopped")
+	return runErr
+}
+
+// joinGrace is how long an agent with seeds waits for one to answer before
+// it programs the kernel from its own state alone (the first node of a
+// cluster whose other nodes are not up yet).
+const joinGrace = 10 * time.Second
+
+// stateMerged says the cluster state is merged once a peer is in the
+// cluster (a join or a peer's join exchanges the full state), at once
+// without seeds, and after grace when no seed answers.
+func stateMerged(c *gossip.Cluster, seeds bool, start time.Time, grace time.Duration) func() (bool, string) {
+	return func() (bool, string) {
+		switch {
+		case !seeds, c.Stats().Members >= 2:
+			return true, ""
+		case time.Since(start) > grace:
+			return true, ""
+		default:
+			return false, "waiting for a seed to answer to merge the cluster state"
+		}
+	}
+}
+
+// waitFor polls cond until it holds (true) or ctx ends (false).
+func waitFor(ctx context.Context, cond func() bool) bool {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	return true
+}

@@ -1,0 +1,35 @@
+package agent
+
+import (
+	"net/netip"
+
+	"github.com/l4lb/l4lb/ipvs"
+	"github.com/l4lb/l4lb/pkg/api"
+	"github.com/l4lb/l4lb/vip"
+)
+
+type netipAddrPort = netip.AddrPort
+
+// vipsView is the API's view of the desired table, marked with what is
+// programmed and with the kernel's connection counts (nil when unknown).
+func vipsView(desired, programmed *vip.Table, conns map[vip.ServiceKey]map[netip.AddrPort]ipvs.Conns) api.VIPs {
+	out := api.VIPs{VIPs: make([]api.VIP, 0, len(desired.VIPs)), Errors: desired.Errors}
+	for _, v := range desired.VIPs {
+		_, prog := programmed.Find(v.ServiceKey)
+		x := api.VIP{
+			Label: v.Label, Name: v.Name, Framework: v.Framework, Names: v.Names,
+			Address: v.Addr.String(), Port: v.Port, Protocol: string(v.Protocol),
+			Scheduler: v.Scheduler, Persistence: v.Persistence, Programmed: prog,
+			Backends: make([]api.Backend, 0, len(v.Backends)), Conflicts: v.Conflicts,
+		}
+		for _, b := range v.Backends {
+			c := conns[v.ServiceKey][b.Addr]
+			x.Backends = append(x.Backends, api.Backend{
+				Address: b.Addr.String(), Node: b.Node, Weight: b.Weight, Health: string(b.Health),
+				ActiveConns: int(c.Active), InactConns: int(c.Inactive),
+			})
+		}
+		out.VIPs = append(out.VIPs, x)
+	}
+	return out
+}
