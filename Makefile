@@ -7,6 +7,8 @@ PKGS      := ./...
 DEB_PKGS  := user-mode-linux busybox-static ipvsadm iptables iproute2 bind9-dnsutils curl procps kmod systemd util-linux
 DEB_CHECK := /usr/bin/linux.uml /bin/busybox /usr/sbin/ipvsadm /usr/sbin/iptables-legacy /usr/bin/dig /usr/bin/curl /usr/sbin/sysctl /sbin/ip /usr/bin/systemd-analyze /usr/bin/nsenter
 
+SHELL     := /bin/bash
+
 .PHONY: all build deps vet unit kernel test demo fuzz bench clean
 
 all: build
@@ -29,7 +31,11 @@ vet:
 # unit runs every package's tests; packages whose TestMain calls bed.Main boot
 # their own UML guest and run their kernel tests inside it.
 unit:
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	@rm -f $(BIN)/kernel-tests.txt; mkdir -p $(BIN)
+	@set -o pipefail; L4LB_BED_SUMMARY=$(CURDIR)/$(BIN)/kernel-tests.txt $(GO) test -count=1 -timeout 20m $(PKGS) 2>&1 | tee $(BIN)/unit.log; rc=$$?; \
+	echo "== real-kernel tests (run inside the User-Mode Linux guest):"; \
+	cat $(BIN)/kernel-tests.txt 2>/dev/null || echo "none ran"; \
+	echo "packages: $$(grep -c '^ok' $(BIN)/unit.log) passed, $$(grep -cP '^FAIL\t' $(BIN)/unit.log) failed"; exit $$rc
 
 test: deps vet build unit
 

@@ -101,3 +101,11 @@ func TestModuleName(t *testing.T) {
 		t.Fatalf("user-mode-linux modules missing (run make deps): %v", err)
 	}
 }
+
+func TestCountTests(t *testing.T) {
+	out := guestUpMarker + ": Linux 6.1.176\n=== RUN   TestA\n--- PASS: TestA (0.1s)\n=== RUN   TestB\n    --- PASS: TestB/sub (0s)\n--- FAIL: TestB (0s)\n--- SKIP: TestC (0s)\n--- PASS: TestD (0s)\n"
+	c := countTests(out)
+	if c.passed != 2 || c.failed != 1 || c.skipped != 1 || c.kernel != "Linux 6.1.176" {
+		t.Errorf("countTests = %+v", c)
+	}
+}

@@ -24,6 +24,10 @@ const (
 	EnvUML = "L4LB_UML"
 	// EnvUMLMem is the guest's memory (default 1G).
 	EnvUMLMem = "L4LB_UML_MEM"
+	// EnvSummary names a file to which the bed appends, for each test binary
+	// it ran in a guest, how many tests passed, failed and skipped there
+	// (make test prints it, since go test hides a passing package's output).
+	EnvSummary = "L4LB_BED_SUMMARY"
 	// envInGuest is set by the test bed for the process it starts in the guest.
 	envInGuest = "L4LB_BED_GUEST"
 )
@@ -94,7 +98,7 @@ func run(fn func() int, o options) int {
 		fmt.Fprintf(os.Stdout, "FAIL: kernel test bed: find own executable: %v\n", err)
 		return 1
 	}
-	code, err := runInGuest(exe, os.Args[1:], os.Stdout)
+	code, err := runTestsInGuest(exe, os.Args[1:], os.Stdout)
 	if err != nil {
 		fmt.Fprintf(os.Stdout, "FAIL: kernel test bed could not run %s in a UML guest: %v\n", filepath.Base(exe), err)
 		fmt.Fprintf(os.Stdout, "(run `make deps` to install user-mode-linux, or set %s=host on a host whose kernel has IPVS)\n", EnvKernel)
@@ -145,6 +149,67 @@ func Binary(t T, name string) string {
 		t.Fatalf("binary %s: %v", name, err)
 	}
 	return p
+}
+
+// runTestsInGuest runs a test binary in the guest, always verbose so that
+// the bed can count what ran; without -test.v the output is shown only when
+// the binary fails, as go test would. It appends a summary to $L4LB_BED_SUMMARY.
+func runTestsInGuest(exe string, args []string, out io.Writer) (int, error) {
+	verbose := false
+	for _, a := range args {
+		if a == "-test.v=true" || a == "-test.v" {
+			verbose = true
+		}
+	}
+	var buf bytes.Buffer
+	w := io.Writer(&buf)
+	if verbose {
+		w = io.MultiWriter(out, &buf)
+	}
+	code, err := runInGuest(exe, append(append([]string(nil), args...), "-test.v=true"), w)
+	if err != nil {
+		return code, err
+	}
+	if !verbose && code != 0 {
+		_, _ = out.Write(buf.Bytes())
+	}
+	c := countTests(buf.String())
+	if path := os.Getenv(EnvSummary); path != "" {
+		f, ferr := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if ferr == nil {
+			fmt.Fprintf(f, "%s (%s): %d passed, %d failed, %d skipped inside the UML guest (%s)\n",
+				filepath.Base(exe), c.pkg, c.passed, c.failed, c.skipped, c.kernel)
+			f.Close()
+		}
+	}
+	return code, nil
+}
+
+// testCount is what a verbose test run reported.
+type testCount struct {
+	passed, failed, skipped int
+	kernel, pkg             string
+}
+
+// countTests counts the top-level tests of verbose go test output.
+func countTests(out string) testCount {
+	var c testCount
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(line, "--- PASS: "):
+			c.passed++
+		case strings.HasPrefix(line, "--- FAIL: "):
+			c.failed++
+		case strings.HasPrefix(line, "--- SKIP: "):
+			c.skipped++
+		case strings.HasPrefix(line, guestUpMarker):
+			c.kernel = strings.TrimPrefix(strings.TrimPrefix(line, guestUpMarker), ": ")
+		}
+	}
+	if wd, err := os.Getwd(); err == nil {
+		c.pkg = filepath.Base(wd)
+	}
+	return c
 }
 
 // umlBinary finds the UML kernel.
