@@ -195,6 +195,22 @@ type builder struct {
 	group    []group
 	suffixes map[string]suffixResult // framework -> "framework.domain."
 	errs     []string
+	// specs remembers, for each spec as registrations spell it, the group
+	// it was filed in (or why it was refused): a VIP's backends repeat the
+	// same spec, and checking and lower-casing it once is most of add.
+	specs map[specMemo]specResult
+}
+
+type specMemo struct {
+	spec      Spec
+	framework string
+	v6        bool
+}
+
+type specResult struct {
+	group int32
+	name  string // the spec's name as validate normalised it
+	err   error
 }
 
 type suffixResult struct {
@@ -209,6 +225,7 @@ func newBuilder(cfg Config) *builder {
 		entries:  map[identity]*nameEntry{},
 		groups:   map[groupKey]int32{},
 		suffixes: map[string]suffixResult{},
+		specs:    map[specMemo]specResult{},
 	}
 	b.v4 = newAllocator(cfg.V4)
 	if !cfg.V4.Addr().Is4() {
@@ -238,6 +255,13 @@ func (b *builder) collect(state ClusterState) {
 	for i := range state {
 		total += len(state[i].Backends)
 	}
+	// Size the maps for a few backends per VIP, so that a large state does
+	// not spend its time growing them.
+	hint := total / 4
+	b.specs = make(map[specMemo]specResult, hint)
+	b.groups = make(map[groupKey]int32, hint)
+	b.entries = make(map[identity]*nameEntry, hint)
+	b.group = make([]group, 0, hint)
 	groupOf := make([]int32, 0, total)
 	for i := range state {
 		node := &state[i]
@@ -293,10 +317,6 @@ func newMember(node string, r *Registration) member {
 // add checks one registration and returns the index of the group it
 // belongs to.
 func (b *builder) add(node string, r *Registration) (int32, error) {
-	spec, err := r.VIP.validate()
-	if err != nil {
-		return 0, err
-	}
 	backendAddr := r.Backend.Addr().Unmap()
 	if err := checkVIPAddr(backendAddr); err != nil {
 		return 0, fmt.Errorf("backend %w", err)
@@ -309,20 +329,46 @@ func (b *builder) add(node string, r *Registration) (int32, error) {
 	default:
 		return 0, fmt.Errorf("health %q is not one of healthy, draining, unhealthy", r.Health)
 	}
+	mk := specMemo{spec: r.VIP, framework: r.Framework, v6: backendAddr.Is6()}
+	res, ok := b.specs[mk]
+	if !ok {
+		res.group, res.name, res.err = b.fileSpec(r.VIP, r.Framework, backendAddr)
+		b.specs[mk] = res
+	}
+	if res.err != nil {
+		return 0, res.err
+	}
+	g := &b.group[res.group]
+	if e := g.entry; e != nil {
+		if e.display == "" || res.name < e.display {
+			e.display = res.name
+		}
+		e.offerClaim(r.Claim, node)
+	}
+	g.count++
+	return res.group, nil
+}
+
+// fileSpec checks a registration's spec and framework and returns the group
+// of its VIP, made if new.
+func (b *builder) fileSpec(vipSpec Spec, framework string, backendAddr netip.Addr) (int32, string, error) {
+	spec, err := vipSpec.validate()
+	if err != nil {
+		return 0, "", err
+	}
 
 	key := groupKey{port: spec.Port, proto: spec.Protocol}
 	if spec.Named() {
-		framework := r.Framework
 		if framework == "" {
 			framework = DefaultFramework
 		}
 		if err := checkLabel(framework); err != nil {
-			return 0, fmt.Errorf("framework: %w", err)
+			return 0, "", fmt.Errorf("framework: %w", err)
 		}
 		key.id = identity{framework: strings.ToLower(framework), name: strings.ToLower(spec.Name), v6: backendAddr.Is6()}
 	} else {
 		if spec.Addr.Is6() != backendAddr.Is6() {
-			return 0, fmt.Errorf("backend is %s but the VIP is %s: an IP VIP's backends must be of its family", family(backendAddr), family(spec.Addr))
+			return 0, "", fmt.Errorf("backend is %s but the VIP is %s: an IP VIP's backends must be of its family", family(backendAddr), family(spec.Addr))
 		}
 		key.addr = spec.Addr
 	}
@@ -336,15 +382,7 @@ func (b *builder) add(node string, r *Registration) (int32, error) {
 		}
 		b.group = append(b.group, g)
 	}
-	g := &b.group[gi]
-	if e := g.entry; e != nil {
-		if e.display == "" || spec.Name < e.display {
-			e.display = spec.Name
-		}
-		e.offerClaim(r.Claim, node)
-	}
-	g.count++
-	return gi, nil
+	return gi, spec.Name, nil
 }
 
 func family(a netip.Addr) string {
