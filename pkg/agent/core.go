@@ -244,7 +244,10 @@ func (c *Core) claim(state vip.ClusterState, r vip.Registration, key ClaimKey) (
 			return old, nil
 		}
 	}
-	claim, err := vip.ProposeClaim(c.cfg.VIP, state, r.VIP, r.Framework, key.V6, c.cfg.Now())
+	// A claim's time travels through gossip as an instant: no monotonic
+	// reading, no zone, so that what comes back compares equal.
+	now := time.Unix(0, c.cfg.Now().UnixNano()).UTC()
+	claim, err := vip.ProposeClaim(c.cfg.VIP, state, r.VIP, r.Framework, key.V6, now)
 	if err != nil {
 		return vip.Claim{}, err
 	}

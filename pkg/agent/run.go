@@ -269,6 +269,9 @@ func Run(ctx context.Context, o Options) error {
 			return nil
 		}
 		if err := resolver.Start(ctx); err != nil {
+			if o.DataPlane == "none" {
+				return fmt.Errorf("%w (with --dataplane none no dummy interface holds the DNS address: give --dns-listen an address this host has)", err)
+			}
 			return err
 		}
 		log.WithField("listen", strings.Join(o.DNSListen, ",")).Info("DNS serving")
