@@ -35,6 +35,9 @@ type Cluster struct {
 	store    *store
 	counters counters
 	queue    *memberlist.TransmitLimitedQueue
+	// announce carries this node's periodic notice of its own version,
+	// sent 2 × ceil(log10(N+1)) times each, after everything in queue.
+	announce *memberlist.TransmitLimitedQueue
 	changes  chan struct{}
 	pullWake chan struct{}
 	replies  chan string
@@ -90,6 +93,10 @@ func New(cfg Config) (*Cluster, error) {
 	c.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(c.livePeers.Load()) + 1 },
 		RetransmitMult: c.timing.RetransmitMult,
+	}
+	c.announce = &memberlist.TransmitLimitedQueue{
+		NumNodes:       func() int { return int(c.livePeers.Load()) + 1 },
+		RetransmitMult: 2,
 	}
 	gen := uint64(c.now().UnixNano())
 	if gen == 0 {
@@ -270,10 +277,12 @@ func (c *Cluster) run() {
 	defer sweep.Stop()
 	reconnect := time.NewTicker(c.timing.ReconnectInterval)
 	defer reconnect.Stop()
+	announce := time.NewTicker(c.timing.AnnounceInterval)
+	defer announce.Stop()
 
 	const maxSends = 8
 	sem := make(chan struct{}, maxSends)
-	inflight := make(map[string]time.Time) // pulls asked for, by node
+	inflight := make(map[string]pull) // pulls asked for, by node
 	var reconnecting atomic.Bool
 
 	send := func(fn func()) bool {
@@ -301,6 +310,13 @@ func (c *Cluster) run() {
 			c.pullDue(inflight, send)
 		case <-tick.C:
 			c.pullDue(inflight, send)
+		case <-announce.C:
+			// A record broadcast can miss a node (gossip is random); this
+			// notice lets every node see within an interval or two that
+			// it is behind, and pull.
+			if r := c.store.selfRecord(); r != nil && c.livePeers.Load() > 0 {
+				c.announce.QueueBroadcast(&nodeBroadcast{node: r.Node, msg: encodeNotice(r.Node, r.Version)})
+			}
 		case <-sweep.C:
 			if n := c.store.sweep(c.now(), c.timing.ForgetAfter); n > 0 {
 				c.log.WithField("forgotten", n).Debug("forgot long-gone members")
@@ -337,17 +353,21 @@ func (c *Cluster) run() {
 
 // pullDue asks members for the records the store wants, one request in
 // flight per member.
-func (c *Cluster) pullDue(inflight map[string]time.Time, send func(func()) bool) {
+func (c *Cluster) pullDue(inflight map[string]pull, send func(func()) bool) {
 	now := c.now()
 	// A pull normally completes in milliseconds; one that has not brought
 	// the record in a second may be retried.
-	for name, at := range inflight {
-		if now.Sub(at) > min(c.timing.TCPTimeout, time.Second) {
+	for name, p := range inflight {
+		if now.Sub(p.at) > min(c.timing.TCPTimeout, time.Second) {
 			delete(inflight, name)
 		}
 	}
 	for _, t := range c.store.pullTargets(now) {
-		if _, busy := inflight[t.name]; busy {
+		// The owner answers with its newest record, so a pull asked for
+		// after learning of this version will bring it; a newer version
+		// than the one in flight was asked for is pulled again at once
+		// (the owner may have answered before it made that version).
+		if p, busy := inflight[t.name]; busy && !p.version.Less(t.version) {
 			continue
 		}
 		ml := c.memberlist()
@@ -369,8 +389,15 @@ func (c *Cluster) pullDue(inflight map[string]time.Time, send func(func()) bool)
 		if !ok {
 			return
 		}
-		inflight[t.name] = now
+		inflight[t.name] = pull{at: now, version: t.version}
 	}
+}
+
+// pull is a record pull in flight: when it was asked for, and the version
+// that was wanted then.
+type pull struct {
+	at      time.Time
+	version Version
 }
 
 // answerPull sends this node's record to a member that asked for it.
@@ -489,7 +516,7 @@ func (c *Cluster) Generation() uint64 { return c.generation.Load() }
 func (c *Cluster) Stats() Stats {
 	var s Stats
 	c.counters.fill(&s)
-	s.BroadcastQueue = c.queue.NumQueued()
+	s.BroadcastQueue = c.queue.NumQueued() + c.announce.NumQueued()
 	s.BackendsByNode = c.store.backendCounts()
 	for _, n := range s.BackendsByNode {
 		s.Backends += n

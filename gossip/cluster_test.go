@@ -198,7 +198,7 @@ func TestGracefulLeaveIsFasterThanDeath(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Failure detection takes at least ProbeTimeout plus the suspicion
-	// timeout (1.6 s at LAN timing); a goodbye must beat that.
+	// timeout (1.2 s at LAN timing); a goodbye must beat that.
 	limit := time.Duration(LANTiming().SuspicionMult) * LANTiming().ProbeInterval
 	for _, n := range nodes[:2] {
 		waitFor(t, limit, "leaver's backends to leave "+n.name, func() bool {

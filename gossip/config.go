@@ -83,6 +83,10 @@ type Timing struct {
 	// ReconnectInterval is how often a node tries to rejoin failed members
 	// (and its seeds, when alone), which heals partitions.
 	ReconnectInterval time.Duration
+	// AnnounceInterval is how often a node gossips a notice of its own
+	// record's version, so that a node that missed a broadcast finds out
+	// and pulls, instead of waiting for push/pull.
+	AnnounceInterval time.Duration
 	// PullGrace is how long a node waits for gossip to bring a new
 	// member's record before asking the member directly.
 	PullGrace time.Duration
@@ -115,6 +119,7 @@ func LANTiming() Timing {
 		JoinRetryMin:            200 * time.Millisecond,
 		JoinRetryMax:            5 * time.Second,
 		ReconnectInterval:       5 * time.Second,
+		AnnounceInterval:        2 * time.Second,
 		PullGrace:               time.Second,
 		ForgetAfter:             10 * time.Minute,
 	}
@@ -147,6 +152,7 @@ func (t Timing) withDefaults() Timing {
 	setDur(&t.JoinRetryMin, d.JoinRetryMin)
 	setDur(&t.JoinRetryMax, d.JoinRetryMax)
 	setDur(&t.ReconnectInterval, d.ReconnectInterval)
+	setDur(&t.AnnounceInterval, d.AnnounceInterval)
 	setDur(&t.PullGrace, d.PullGrace)
 	setDur(&t.ForgetAfter, d.ForgetAfter)
 	return t

@@ -35,9 +35,17 @@ func (d *delegate) NotifyMsg(buf []byte) {
 	d.c.handleMessage(buf)
 }
 
-// GetBroadcasts hands memberlist the queued records and notices that fit.
+// GetBroadcasts hands memberlist the queued records and notices that fit,
+// then this node's periodic announcement if there is room.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	msgs := d.c.queue.GetBroadcasts(overhead, limit)
+	used := 0
+	for _, m := range msgs {
+		used += overhead + len(m)
+	}
+	if rest := limit - used; rest > overhead {
+		msgs = append(msgs, d.c.announce.GetBroadcasts(overhead, rest)...)
+	}
 	for _, m := range msgs {
 		d.c.counters.sent(len(m))
 	}

@@ -310,9 +310,10 @@ func (s *store) visibleRecords() []*record {
 
 // pullTarget is a member to ask for its record.
 type pullTarget struct {
-	name string
-	addr net.IP
-	port uint16
+	name    string
+	addr    net.IP
+	port    uint16
+	version Version // the version wanted
 }
 
 // pullTargets returns the live members whose wanted record is due.
@@ -329,7 +330,7 @@ func (s *store) pullTargets(now time.Time) []pullTarget {
 		if m == nil || (m.state != MemberAlive && m.state != MemberSuspect) || now.Before(w.notBefore) {
 			continue
 		}
-		out = append(out, pullTarget{name: name, addr: m.addr, port: m.port})
+		out = append(out, pullTarget{name: name, addr: m.addr, port: m.port, version: w.version})
 	}
 	slices.SortFunc(out, func(a, b pullTarget) int { return strings.Compare(a.name, b.name) })
 	return out
