@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -32,6 +33,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Domain, "domain", "l4lb.thisdcos.directory", "DNS domain of named VIPs")
 	vipCIDR := fs.String("vip-cidr", "11.0.0.0/8", "range that IPv4 named VIPs get their addresses from")
 	vip6CIDR := fs.String("vip6-cidr", "fd01:c::/64", "range that IPv6 named VIPs get their addresses from")
+	ipVIPCIDRs := fs.String("ip-vip-cidrs", "", "comma-separated ranges that IP VIPs (registered as 10.0.0.1:80 rather than by name) come from; their traffic is masqueraded like named VIPs' so that replies from other nodes come back")
 	fs.StringVar(&o.Interface, "interface", "minuteman", "dummy interface that holds the VIPs")
 	fs.StringVar(&o.GossipKeyFile, "gossip-key-file", "", "file holding the base64-encoded 16, 24 or 32-byte gossip key (see l4lb keygen); without it gossip is not encrypted")
 	fs.StringVar(&o.GossipLabel, "gossip-label", "", "cluster label: agents with different labels ignore each other")
@@ -62,6 +64,13 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	if o.VIP6CIDR, err = config.ParsePrefix("vip6-cidr", *vip6CIDR, true); err != nil {
 		return err
+	}
+	for _, c := range config.SplitList(*ipVIPCIDRs) {
+		p, err := netip.ParsePrefix(c)
+		if err != nil || p != p.Masked() {
+			return fmt.Errorf("--ip-vip-cidrs %q: want ranges like 10.10.0.0/16", c)
+		}
+		o.IPVIPCIDRs = append(o.IPVIPCIDRs, p)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -39,6 +39,7 @@ func TestCommandLineContract(t *testing.T) {
 		{"members extra arg", []string{"members", "x"}, 2, "", "want no arguments", false},
 		{"agent bad dataplane", []string{"agent", "--dataplane", "ebpf", "--state-dir", "/nonexistent"}, 1, "", `--dataplane "ebpf": want ipvs or none`, true},
 		{"agent bad cidr", []string{"agent", "--vip-cidr", "11.0.0.1/8"}, 1, "", "host bits set", true},
+		{"agent bad ip vip cidrs", []string{"agent", "--ip-vip-cidrs", "10.0.0.0/8,nonsense"}, 1, "", `--ip-vip-cidrs "nonsense"`, true},
 		{"agent bad log level", []string{"agent", "--log-level", "loud"}, 1, "", "--log-level", true},
 		{"agent missing config", []string{"agent", "--config", "/nonexistent/agent.json"}, 1, "", "config file", true},
 	} {

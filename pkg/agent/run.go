@@ -46,6 +46,7 @@ type Options struct {
 	Domain        string
 	VIPCIDR       netip.Prefix
 	VIP6CIDR      netip.Prefix
+	IPVIPCIDRs    []netip.Prefix // ranges of IP VIPs, masqueraded like named ones
 	Interface     string
 	ServicesDir   string
 	StateDir      string
@@ -186,7 +187,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		plane, err = ipvs.New(ipvs.Config{
 			Interface: o.Interface, LocalAddrs: local, ResyncPeriod: o.ResyncPeriod, DrainTimeout: o.DrainTimeout,
-			Masquerade:   ipvs.Masquerade{VIPRanges: []netip.Prefix{vipCfg.WithDefaults().V4, vipCfg.WithDefaults().V6}},
+			Masquerade:   ipvs.Masquerade{VIPRanges: append([]netip.Prefix{vipCfg.WithDefaults().V4, vipCfg.WithDefaults().V6}, o.IPVIPCIDRs...)},
 			Logger:       log,
 			OnProgrammed: func(t *vip.Table) { core.Programmed(t) },
 		})
