@@ -6,7 +6,6 @@ import (
 	"math/rand"
 	"net/netip"
 	"reflect"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/l4lb/l4lb/ipvs/ipvstest"
 	"github.com/l4lb/l4lb/pkg/runner"
 	"github.com/l4lb/l4lb/vip"
 )
@@ -26,27 +26,11 @@ func quietLogger() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-// vipOf builds a VIP: "tcp 11.0.0.1:80" with backends "10.0.0.1:80" (weight
-// 1) or "10.0.0.1:80=0" (weight 0).
-func vipOf(key string, backends ...string) vip.VIP {
-	proto, ap, _ := strings.Cut(key, " ")
-	a := netip.MustParseAddrPort(ap)
-	v := vip.VIP{ServiceKey: vip.ServiceKey{Addr: a.Addr(), Port: a.Port(), Protocol: vip.Protocol(proto)}, Label: ap}
-	for _, b := range backends {
-		addr, w, hasW := strings.Cut(b, "=")
-		weight := uint32(1)
-		if hasW {
-			fmt.Sscan(w, &weight)
-		}
-		v.Backends = append(v.Backends, vip.Backend{Addr: netip.MustParseAddrPort(addr), Weight: weight, Health: vip.Healthy})
-	}
-	return v
-}
-
-func tableOf(vs ...vip.VIP) *vip.Table {
-	sort.Slice(vs, func(i, j int) bool { return keyLess(vs[i].ServiceKey, vs[j].ServiceKey) })
-	return &vip.Table{VIPs: vs}
-}
+// vipOf and tableOf build test tables from short strings (see ipvstest).
+var (
+	vipOf   = ipvstest.VIP
+	tableOf = ipvstest.Table
+)
 
 type fixture struct {
 	t     *testing.T

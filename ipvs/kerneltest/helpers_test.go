@@ -14,6 +14,7 @@ import (
 
 	"github.com/l4lb/l4lb/integration/bed"
 	"github.com/l4lb/l4lb/ipvs"
+	"github.com/l4lb/l4lb/ipvs/ipvstest"
 	"github.com/l4lb/l4lb/pkg/runner"
 	"github.com/l4lb/l4lb/vip"
 )
@@ -111,34 +112,11 @@ func table(t testing.TB, ns *bed.Netns) []string {
 	return out
 }
 
-func vipOf(key string, backends ...string) vip.VIP {
-	proto, ap, _ := strings.Cut(key, " ")
-	a := netip.MustParseAddrPort(ap)
-	v := vip.VIP{ServiceKey: vip.ServiceKey{Addr: a.Addr(), Port: a.Port(), Protocol: vip.Protocol(proto)}, Label: ap}
-	for _, b := range backends {
-		addr, w, hasW := strings.Cut(b, "=")
-		weight := uint32(1)
-		if hasW {
-			fmt.Sscan(w, &weight)
-		}
-		v.Backends = append(v.Backends, vip.Backend{Addr: netip.MustParseAddrPort(addr), Weight: weight, Health: vip.Healthy})
-	}
-	return v
-}
-
-func tableOf(vs ...vip.VIP) *vip.Table {
-	sort.Slice(vs, func(i, j int) bool {
-		a, b := vs[i].ServiceKey, vs[j].ServiceKey
-		if c := a.Addr.Compare(b.Addr); c != 0 {
-			return c < 0
-		}
-		if a.Port != b.Port {
-			return a.Port < b.Port
-		}
-		return a.Protocol < b.Protocol
-	})
-	return &vip.Table{VIPs: vs}
-}
+// vipOf and tableOf build test tables from short strings (see ipvstest).
+var (
+	vipOf   = ipvstest.VIP
+	tableOf = ipvstest.Table
+)
 
 // bigTable has n TCP VIPs (11.x.y.z:80) of k backends each.
 func bigTable(n, k int) *vip.Table {
