@@ -24,6 +24,9 @@ type apiAgent struct {
 	checker *health.Checker
 	log     *logrus.Entry
 
+	// regMu serialises Register and Deregister, so that the store's lists
+	// reach the core in the order of the changes.
+	regMu sync.Mutex
 	// checksMu serialises refreshChecks.
 	checksMu sync.Mutex
 }
@@ -33,9 +36,15 @@ var _ api.Agent = (*apiAgent)(nil)
 // checkerHealth adapts the health checker to HealthSource.
 type checkerHealth struct{ c *health.Checker }
 
-func (h checkerHealth) Healthy(key string) (bool, bool) {
-	s, ok := h.c.Status()[key]
-	return s.Healthy, ok && s.Checked
+func (h checkerHealth) Healthy() map[string]bool {
+	status := h.c.Status()
+	out := make(map[string]bool, len(status))
+	for k, s := range status {
+		if s.Checked {
+			out[k] = s.Healthy
+		}
+	}
+	return out
 }
 
 // refreshChecks gives the checker the health checks of this node's
@@ -60,6 +69,8 @@ func (a *apiAgent) Register(e source.Entry) (bool, string, error) {
 	if err != nil {
 		return false, "", &api.InvalidError{Err: err}
 	}
+	a.regMu.Lock()
+	defer a.regMu.Unlock()
 	created, err := a.store.Put(l)
 	if err != nil {
 		return false, l.Key(), err
@@ -75,6 +86,8 @@ func (a *apiAgent) Deregister(e source.Entry) (bool, string, error) {
 	if err != nil {
 		return false, "", &api.InvalidError{Err: err}
 	}
+	a.regMu.Lock()
+	defer a.regMu.Unlock()
 	removed, err := a.store.Delete(l.Key())
 	if err != nil {
 		return false, l.Key(), err

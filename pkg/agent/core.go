@@ -28,10 +28,10 @@ type TableSink interface {
 	Update(*vip.Table)
 }
 
-// HealthSource says whether a local backend with a health check is healthy.
-// checked is false until its first check has run.
+// HealthSource says which local backends with a health check are healthy:
+// a key is missing until its first check has run.
 type HealthSource interface {
-	Healthy(key string) (healthy, checked bool)
+	Healthy() map[string]bool
 }
 
 // CoreConfig is what a Core needs.
@@ -180,18 +180,17 @@ func (c *Core) publish() {
 	c.mu.Lock()
 	h := c.health
 	c.mu.Unlock()
+	var healthy map[string]bool
+	if h != nil {
+		healthy = h.Healthy()
+	}
 	state := c.cluster.State()
 	regs := make([]vip.Registration, 0, len(locals))
 	used := map[ClaimKey]bool{}
 	for _, l := range locals {
 		health := vip.Healthy
-		if l.Check.Kind != "" {
+		if l.Check.Kind != "" && !healthy[l.Key()] {
 			health = vip.Unhealthy
-			if h != nil {
-				if ok, checked := h.Healthy(l.Key()); ok && checked {
-					health = vip.Healthy
-				}
-			}
 		}
 		r := l.Registration(health)
 		if r.VIP.Named() {

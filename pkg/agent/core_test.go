@@ -97,7 +97,7 @@ func (s *sink) count() int {
 
 type healthMap map[string]bool
 
-func (h healthMap) Healthy(key string) (bool, bool) { v, ok := h[key]; return v, ok }
+func (h healthMap) Healthy() map[string]bool { return h }
 
 func quietLog() *logrus.Entry {
 	l := logrus.New()

@@ -194,6 +194,14 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return fmt.Errorf("data plane: %w", err)
 		}
+		// On every way out, after the goroutines have stopped: IPVS
+		// services stay for a restart without disruption; the owned
+		// iptables rules go.
+		defer func() {
+			if err := plane.Close(true); err != nil {
+				log.WithError(err).Warn("data plane cleanup failed")
+			}
+		}()
 		coreCfg.Plane = plane
 	}
 	core = NewCore(coreCfg, cluster)
@@ -214,13 +222,18 @@ func Run(ctx context.Context, o Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 1) // the first failure stops the agent; later ones are logged
 	goRun := func(name string, fn func() error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := fn(); err != nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
+				err = fmt.Errorf("%s: %w", name, err)
+				select {
+				case errc <- err:
+				default:
+					log.WithError(err).Error("agent component failed")
+				}
 			}
 		}()
 	}
@@ -308,13 +321,6 @@ loop:
 	_ = apiSrv.Shutdown(sctx)
 	_ = resolver.Shutdown(sctx)
 	wg.Wait()
-	if plane != nil {
-		// IPVS services stay for a restart without disruption; the owned
-		// iptables rules go.
-		if err := plane.Close(true); err != nil {
-			log.WithError(err).Warn("data plane cleanup failed")
-		}
-	}
 	log.Info("agent stopped")
 	return runErr
 }

@@ -1,0 +1,99 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/l4lb/l4lb/pkg/api"
+	"github.com/l4lb/l4lb/pkg/health"
+	"github.com/l4lb/l4lb/pkg/source"
+)
+
+func newAPIAgent(t *testing.T) (*apiAgent, *fakeCluster) {
+	t.Helper()
+	var net fakeNet
+	cl := net.join("node1")
+	core := startCore(t, CoreConfig{Node: "node1"}, cl)
+	store, err := source.OpenStore(t.TempDir(), quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checker := health.New(health.Config{Log: quietLog()})
+	t.Cleanup(checker.Close)
+	core.SetHealth(checkerHealth{checker})
+	return &apiAgent{core: core, store: store, checker: checker, log: quietLog()}, cl
+}
+
+func published(cl *fakeCluster) map[string]bool {
+	out := map[string]bool{}
+	for _, n := range cl.State() {
+		for _, r := range n.Backends {
+			out[r.Backend.String()] = true
+		}
+	}
+	return out
+}
+
+// Registrations made at the same time all reach gossip: none is lost to a
+// stale list of the store overtaking a newer one.
+func TestConcurrentRegistrationsAreAllPublished(t *testing.T) {
+	a, cl := newAPIAgent(t)
+	const n = 24
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if _, _, err := a.Register(source.Entry{VIP: "/app:80", Backend: fmt.Sprintf("10.0.0.%d:80", i+1)}); err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	eventually(t, "all registrations published", func() bool { return len(published(cl)) == n })
+	for i := 0; i < n; i += 2 {
+		removed, _, err := a.Deregister(source.Entry{VIP: "/app:80", Backend: fmt.Sprintf("10.0.0.%d:80", i+1)})
+		if err != nil || !removed {
+			t.Fatalf("deregister: %v %v", removed, err)
+		}
+	}
+	eventually(t, "half withdrawn", func() bool { return len(published(cl)) == n/2 })
+}
+
+func TestBadRegistrationIsInvalidAndChangesNothing(t *testing.T) {
+	a, cl := newAPIAgent(t)
+	if _, _, err := a.Register(source.Entry{VIP: "/keep:80", Backend: "10.0.0.1:80"}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := a.Register(source.Entry{VIP: "/bad name:80", Backend: "10.0.0.2:80"})
+	var invalid *api.InvalidError
+	if !errors.As(err, &invalid) {
+		t.Fatalf("bad VIP: err = %v, want an InvalidError", err)
+	}
+	if removed, _, err := a.Deregister(source.Entry{VIP: "/other:80", Backend: "10.0.0.1:80"}); removed || err != nil {
+		t.Errorf("deregistering an unknown backend: removed=%v err=%v", removed, err)
+	}
+	eventually(t, "the good registration stays", func() bool { p := published(cl); return len(p) == 1 && p["10.0.0.1:80"] })
+	if got := a.store.List(); len(got) != 1 {
+		t.Errorf("store holds %d registrations, want 1", len(got))
+	}
+}
+
+// A backend with a health check is published as healthy only after a check
+// passes; here nothing listens, so it stays out.
+func TestCheckedBackendWaitsForItsCheck(t *testing.T) {
+	a, cl := newAPIAgent(t)
+	if _, _, err := a.Register(source.Entry{VIP: "/app:80", Backend: "127.0.0.1:1", Check: "tcp"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "published", func() bool { return len(published(cl)) == 1 })
+	for _, n := range cl.State() {
+		for _, r := range n.Backends {
+			if r.Health != "unhealthy" {
+				t.Errorf("a backend whose check never passed is published %q", r.Health)
+			}
+		}
+	}
+}
