@@ -1,6 +1,7 @@
 package vip
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -150,33 +151,84 @@ type groupKey struct {
 	proto Protocol
 }
 
-// member is one valid registration of a VIP, as Build keeps it.
+// member is one valid registration of a VIP, as Build keeps it: the backend
+// as plain bytes and the registration as indices into the state, so that the
+// 100,000 members of a large state hold no pointers (no write barriers when
+// they are copied and sorted, nothing for the garbage collector to scan).
 type member struct {
+	addr [16]byte // the backend's address, in 16-byte form
+	port uint16
+	is4  bool
+	node int32 // index into the state
+	reg  int32 // index into the node's Backends
+}
+
+func newMember(node, reg int, r *Registration) member {
+	a := r.Backend.Addr().Unmap()
+	return member{addr: a.As16(), port: r.Backend.Port(), is4: a.Is4(), node: int32(node), reg: int32(reg)}
+}
+
+// backend is the member's backend address.
+func (m member) backend() netip.AddrPort {
+	if m.is4 {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(m.addr[12:])), m.port)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(m.addr), m.port)
+}
+
+// memberView is what Build reads of a member's registration, with defaults
+// filled in.
+type memberView struct {
 	node        string
-	backend     netip.AddrPort
 	weight      uint32
 	health      Health
 	scheduler   string
 	persistence uint32
 }
 
-func compareMembers(a, b member) int {
-	if d := a.backend.Compare(b.backend); d != 0 {
+func (b *builder) view(m member) memberView {
+	r := &b.state[m.node].Backends[m.reg]
+	v := memberView{node: b.state[m.node].Node, weight: r.Weight, health: r.Health, scheduler: r.Scheduler, persistence: r.Persistence}
+	if v.health == "" {
+		v.health = Healthy
+	}
+	if v.scheduler == "" {
+		v.scheduler = DefaultScheduler
+	}
+	return v
+}
+
+// compareMembers orders members by backend (IPv4 first, as netip does),
+// then, for one backend registered more than once, by node name and the
+// rest of the registration, so that the first of a backend is chosen the
+// same way on every node.
+func (b *builder) compareMembers(x, y member) int {
+	if x.is4 != y.is4 {
+		if x.is4 {
+			return -1
+		}
+		return 1
+	}
+	if d := bytes.Compare(x.addr[:], y.addr[:]); d != 0 {
 		return d
 	}
-	if d := strings.Compare(a.node, b.node); d != 0 {
+	if d := cmp.Compare(x.port, y.port); d != 0 {
 		return d
 	}
-	if d := cmp.Compare(a.health, b.health); d != 0 {
+	a, c := b.view(x), b.view(y)
+	if d := strings.Compare(a.node, c.node); d != 0 {
 		return d
 	}
-	if d := cmp.Compare(a.weight, b.weight); d != 0 {
+	if d := cmp.Compare(a.health, c.health); d != 0 {
 		return d
 	}
-	if d := strings.Compare(a.scheduler, b.scheduler); d != 0 {
+	if d := cmp.Compare(a.weight, c.weight); d != 0 {
 		return d
 	}
-	return cmp.Compare(a.persistence, b.persistence)
+	if d := strings.Compare(a.scheduler, c.scheduler); d != 0 {
+		return d
+	}
+	return cmp.Compare(a.persistence, c.persistence)
 }
 
 type group struct {
@@ -199,6 +251,9 @@ type builder struct {
 	// it was filed in (or why it was refused): a VIP's backends repeat the
 	// same spec, and checking and lower-casing it once is most of add.
 	specs map[specMemo]specResult
+	state ClusterState     // what collect read; members point into it
+	views []memberView     // fillBackends' scratch: the kept members' registrations
+	addrs []netip.AddrPort // and their backends
 }
 
 type specMemo struct {
@@ -248,6 +303,7 @@ func (b *builder) alloc(v6 bool) *allocator {
 }
 
 func (b *builder) collect(state ClusterState) {
+	b.state = state
 	// First pass: check each registration and find its group; second pass:
 	// copy the members into one array, grouped, so that a large state costs
 	// a few allocations rather than one per group.
@@ -288,30 +344,11 @@ func (b *builder) collect(state ClusterState) {
 		for j := range node.Backends {
 			if gi := groupOf[k]; gi >= 0 {
 				g := &b.group[gi]
-				g.members = append(g.members, newMember(node.Node, &node.Backends[j]))
+				g.members = append(g.members, newMember(i, j, &node.Backends[j]))
 			}
 			k++
 		}
 	}
-}
-
-// newMember is a registration as Build keeps it, once add has checked it.
-func newMember(node string, r *Registration) member {
-	m := member{
-		node:        node,
-		backend:     netip.AddrPortFrom(r.Backend.Addr().Unmap(), r.Backend.Port()),
-		weight:      r.Weight,
-		health:      r.Health,
-		scheduler:   r.Scheduler,
-		persistence: r.Persistence,
-	}
-	if m.health == "" {
-		m.health = Healthy
-	}
-	if m.scheduler == "" {
-		m.scheduler = DefaultScheduler
-	}
-	return m
 }
 
 // add checks one registration and returns the index of the group it
@@ -500,7 +537,7 @@ func (b *builder) table() *Table {
 				Names:      e.names, // shared by the ports of one name; a Table is immutable
 			})
 		}
-		fillBackends(&t.VIPs[len(t.VIPs)-1], g.members)
+		b.fillBackends(&t.VIPs[len(t.VIPs)-1], g.members)
 	}
 	if len(b.errs) > 0 {
 		slices.Sort(b.errs)
@@ -511,30 +548,33 @@ func (b *builder) table() *Table {
 
 // fillBackends settles v's backends, scheduler, persistence and conflicts
 // from its registrations.
-func fillBackends(v *VIP, members []member) {
-	slices.SortFunc(members, compareMembers)
-	// Keep the first member of each backend, in place: members belongs to
-	// the builder.
-	kept := members[:0]
+func (b *builder) fillBackends(v *VIP, members []member) {
+	slices.SortFunc(members, b.compareMembers)
+	// Keep the first member of each backend; read the registrations of the
+	// kept ones once, into a scratch slice the builder reuses.
+	kept := b.views[:0]
 	var conflicts []string
-	var previous netip.AddrPort
+	var previous member
 	for i, m := range members {
-		if i > 0 && m.backend == previous {
+		mv := b.view(m)
+		if i > 0 && m.addr == previous.addr && m.port == previous.port && m.is4 == previous.is4 {
 			first := kept[len(kept)-1]
-			if m.node == first.node {
-				conflicts = append(conflicts, fmt.Sprintf("backend %s: registered more than once by node %q", m.backend, m.node))
+			if mv.node == first.node {
+				conflicts = append(conflicts, fmt.Sprintf("backend %s: registered more than once by node %q", m.backend(), mv.node))
 			} else {
-				conflicts = append(conflicts, fmt.Sprintf("backend %s: node %q over node %q", m.backend, first.node, m.node))
+				conflicts = append(conflicts, fmt.Sprintf("backend %s: node %q over node %q", m.backend(), first.node, mv.node))
 			}
 			continue
 		}
-		previous = m.backend
-		kept = append(kept, m)
+		previous = m
+		kept = append(kept, mv)
+		b.addrs = append(b.addrs[:len(kept)-1], m.backend())
 	}
+	b.views = kept
 	conflicts = slices.Compact(conflicts)
 
-	v.Scheduler, conflicts = vote(kept, func(m member) string { return m.scheduler }, "scheduler", func(s string) string { return s }, conflicts)
-	v.Persistence, conflicts = vote(kept, func(m member) uint32 { return m.persistence }, "persistence", func(p uint32) string { return strconv.FormatUint(uint64(p), 10) }, conflicts)
+	v.Scheduler, conflicts = vote(kept, func(m memberView) string { return m.scheduler }, "scheduler", func(s string) string { return s }, conflicts)
+	v.Persistence, conflicts = vote(kept, func(m memberView) uint32 { return m.persistence }, "persistence", func(p uint32) string { return strconv.FormatUint(uint64(p), 10) }, conflicts)
 	v.Conflicts = conflicts
 
 	healthy := 0
@@ -546,21 +586,21 @@ func fillBackends(v *VIP, members []member) {
 	if healthy > 0 {
 		v.Backends = make([]Backend, 0, healthy)
 	}
-	for _, m := range kept {
+	for i, m := range kept {
 		switch m.health {
 		case Unhealthy:
 			continue
 		case Draining:
 			m.weight = 0
 		}
-		v.Backends = append(v.Backends, Backend{Addr: m.backend, Weight: m.weight, Node: m.node, Health: m.health})
+		v.Backends = append(v.Backends, Backend{Addr: b.addrs[i], Weight: m.weight, Node: m.node, Health: m.health})
 	}
 }
 
 // vote returns the value asked for by the most members (ties to the smallest
 // value) and, when members disagreed, appends a conflict line such as
 // "scheduler: wlc (2 backends) over rr (1 backend)".
-func vote[T cmp.Ordered](members []member, value func(member) T, what string, format func(T) string, conflicts []string) (T, []string) {
+func vote[T cmp.Ordered](members []memberView, value func(memberView) T, what string, format func(T) string, conflicts []string) (T, []string) {
 	type tally struct {
 		value T
 		count int
