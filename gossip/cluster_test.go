@@ -182,7 +182,10 @@ func TestDeathRemovesBackendsEverywhere(t *testing.T) {
 	}
 }
 
-func TestGracefulLeaveIsFasterThanDeath(t *testing.T) {
+// A node that leaves says goodbye: the others mark it left (failure
+// detection would mark it dead) and drop its backends at once. How fast is
+// a figure for the benchmarks; here a busy machine must not fail the test.
+func TestGracefulLeaveIsALeaveNotADeath(t *testing.T) {
 	net := memnet.New()
 	nodes := startMemCluster(t, net, 3, nil)
 	leaver := nodes[2]
@@ -197,15 +200,14 @@ func TestGracefulLeaveIsFasterThanDeath(t *testing.T) {
 	if err := leaver.c.Leave(2 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	// Failure detection takes at least ProbeTimeout plus the suspicion
-	// timeout (1.2 s at LAN timing); a goodbye must beat that.
-	limit := time.Duration(LANTiming().SuspicionMult) * LANTiming().ProbeInterval
 	for _, n := range nodes[:2] {
-		waitFor(t, limit, "leaver's backends to leave "+n.name, func() bool {
+		waitFor(t, 10*time.Second, "leaver's backends to leave "+n.name, func() bool {
 			_, ok := nodeBackends(n.c, leaver.name)
 			return !ok
 		})
-		waitFor(t, limit, "leaver to be marked left", func() bool { return memberState(n.c, leaver.name) == MemberLeft })
+		if st := memberState(n.c, leaver.name); st != MemberLeft {
+			t.Errorf("%s sees the leaver as %q once its backends are gone, want %q (a goodbye, not a failure)", n.name, st, MemberLeft)
+		}
 	}
 	t.Logf("leave propagated in %v", time.Since(start))
 }

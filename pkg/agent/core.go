@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"net/netip"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -187,6 +189,12 @@ func (c *Core) publish() {
 	state := c.cluster.State()
 	regs := make([]vip.Registration, 0, len(locals))
 	used := map[ClaimKey]bool{}
+	type claimed struct {
+		claim vip.Claim
+		err   error
+	}
+	claims := map[ClaimKey]claimed{} // one decision per name and family
+	var placed map[ClaimKey]netip.Addr
 	for _, l := range locals {
 		health := vip.Healthy
 		if l.Check.Kind != "" && !healthy[l.Key()] {
@@ -195,7 +203,15 @@ func (c *Core) publish() {
 		r := l.Registration(health)
 		if r.VIP.Named() {
 			key := ClaimKeyOf(r)
-			claim, err := c.claim(state, r, key)
+			if placed == nil {
+				placed = placedNames(c.table.Load())
+			}
+			cl, ok := claims[key]
+			if !ok {
+				cl.claim, cl.err = c.claim(state, placed, r, key)
+				claims[key] = cl
+			}
+			claim, err := cl.claim, cl.err
 			if err != nil {
 				c.log.WithError(err).WithFields(logrus.Fields{"vip": r.VIP.String(), "backend": r.Backend.String(), "reason": "no address"}).
 					Warn("backend published without an address claim")
@@ -237,9 +253,15 @@ func (c *Core) publish() {
 // claim picks the address claim this node publishes for a named VIP: the one
 // the cluster already agrees on when the state holds the name; otherwise the
 // claim this node made before (kept across restarts); otherwise a new one.
-func (c *Core) claim(state vip.ClusterState, r vip.Registration, key ClaimKey) (vip.Claim, error) {
+func (c *Core) claim(state vip.ClusterState, placed map[ClaimKey]netip.Addr, r vip.Registration, key ClaimKey) (vip.Claim, error) {
+	old, kept := c.cfg.Claims.Get(key)
+	// The usual case, and the cheap one: the table already gives the name
+	// the address this node claimed.
+	if kept && placed[key] == old.Addr {
+		return old, nil
+	}
 	if !stateHolds(state, key) {
-		if old, ok := c.cfg.Claims.Get(key); ok {
+		if kept {
 			return old, nil
 		}
 	}
@@ -254,6 +276,17 @@ func (c *Core) claim(state vip.ClusterState, r vip.Registration, key ClaimKey) (
 		c.log.WithError(err).WithField("vip", r.VIP.String()).Warn("cannot keep the VIP address claim across restarts")
 	}
 	return claim, nil
+}
+
+// placedNames maps each named VIP of t to its address.
+func placedNames(t *vip.Table) map[ClaimKey]netip.Addr {
+	out := make(map[ClaimKey]netip.Addr, len(t.VIPs))
+	for _, v := range t.VIPs {
+		if v.Name != "" {
+			out[ClaimKey{Framework: v.Framework, Name: strings.ToLower(v.Name), V6: v.Addr.Is6()}] = v.Addr
+		}
+	}
+	return out
 }
 
 func stateHolds(state vip.ClusterState, key ClaimKey) bool {
