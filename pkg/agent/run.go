@@ -221,6 +221,10 @@ func Run(ctx context.Context, o Options) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Gossip first: if its port is taken, nothing else has started yet.
+	if err := cluster.Start(ctx); err != nil {
+		return fmt.Errorf("gossip: %w", err)
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, 1) // the first failure stops the agent; later ones are logged
 	goRun := func(name string, fn func() error) {
@@ -250,10 +254,6 @@ func Run(ctx context.Context, o Options) error {
 		})
 	}
 	reg.MustRegister(newCollector(src), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	if err := cluster.Start(ctx); err != nil {
-		return fmt.Errorf("gossip: %w", err)
-	}
 	if plane != nil {
 		goRun("data plane", func() error { return plane.Run(ctx) })
 	}
