@@ -61,7 +61,7 @@ func Main(m *testing.M, opts ...Option) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	os.Exit(run(m.Run, o))
+	os.Exit(run(m.Run, o, runTestsInGuest))
 }
 
 // RunProgram is Main for a program that is not a test (the demo): on the
@@ -73,10 +73,12 @@ func RunProgram(fn func() int, opts ...Option) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	os.Exit(run(fn, o))
+	os.Exit(run(fn, o, runInGuest))
 }
 
-func run(fn func() int, o options) int {
+// run runs fn here when this is the guest, or boots a guest that runs this
+// binary again through inGuest.
+func run(fn func() int, o options, inGuest func(exe string, args []string, out io.Writer) (int, error)) int {
 	if len(o.build) > 0 && os.Getenv(EnvBinDir) == "" && os.Getenv(envInGuest) == "" {
 		dir, err := buildBinaries(o.build)
 		if err != nil {
@@ -98,7 +100,7 @@ func run(fn func() int, o options) int {
 		fmt.Fprintf(os.Stdout, "FAIL: kernel test bed: find own executable: %v\n", err)
 		return 1
 	}
-	code, err := runTestsInGuest(exe, os.Args[1:], os.Stdout)
+	code, err := inGuest(exe, os.Args[1:], os.Stdout)
 	if err != nil {
 		fmt.Fprintf(os.Stdout, "FAIL: kernel test bed could not run %s in a UML guest: %v\n", filepath.Base(exe), err)
 		fmt.Fprintf(os.Stdout, "(run `make deps` to install user-mode-linux, or set %s=host on a host whose kernel has IPVS)\n", EnvKernel)
