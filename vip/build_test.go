@@ -2,6 +2,7 @@ package vip
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/fnv"
 	"net/netip"
 	"reflect"
@@ -673,4 +674,31 @@ func TestProposeClaim(t *testing.T) {
 			t.Fatal("a bad framework got a claim")
 		}
 	})
+}
+
+// Many distinct schedulers asked for across a table (past the builder's
+// first few interned names) are each kept apart and voted right.
+func TestBuildManySchedulers(t *testing.T) {
+	var regs []Registration
+	want := map[string]string{}
+	for i := 0; i < 20; i++ {
+		spec := fmt.Sprintf("/app%d:80", i)
+		sched := fmt.Sprintf("sched%02d", i)
+		want[spec] = sched
+		// Two backends ask for the VIP's own scheduler, one for the next
+		// VIP's: the VIP's own wins, with a conflict.
+		regs = append(regs,
+			reg(spec, fmt.Sprintf("10.0.%d.1:80", i), withScheduler(sched)),
+			reg(spec, fmt.Sprintf("10.0.%d.2:80", i), withScheduler(sched)),
+			reg(spec, fmt.Sprintf("10.0.%d.3:80", i), withScheduler(fmt.Sprintf("sched%02d", i+1))))
+	}
+	tab := Build(Config{}, ClusterState{node("a", regs...)})
+	if len(tab.VIPs) != 20 {
+		t.Fatalf("%d VIPs, want 20 (errors %v)", len(tab.VIPs), tab.Errors)
+	}
+	for _, v := range tab.VIPs {
+		if v.Scheduler != want[v.Label] || len(v.Conflicts) != 1 {
+			t.Errorf("%s: scheduler %q, conflicts %q; want %q and one conflict", v.Label, v.Scheduler, v.Conflicts, want[v.Label])
+		}
+	}
 }

@@ -55,20 +55,30 @@ func dnsNames(name, framework, domain string) (string, string, error) {
 // ("/dcos-101/app2") under suffix ("marathon.l4lb.thisdcos.directory.").
 // flat is empty when the flattened label would not be a DNS label.
 func namesWithSuffix(name, suffix string) (path, flat string) {
-	segments := strings.Split(strings.TrimPrefix(name, "/"), "/")
+	rest := strings.TrimPrefix(name, "/")
+	// Both names in one buffer: the path name, then the flattened label and
+	// the suffix again; the two strings share it.
 	var b strings.Builder
-	b.Grow(len(name) + len(suffix))
-	for i := len(segments) - 1; i >= 0; i-- {
-		b.WriteString(strings.ToLower(segments[i]))
+	b.Grow(2*(len(rest)+len(suffix)) + 2)
+	for end := len(rest); ; {
+		start := strings.LastIndexByte(rest[:end], '/') + 1
+		b.WriteString(strings.ToLower(rest[start:end]))
 		b.WriteByte('.')
+		if start == 0 {
+			break
+		}
+		end = start - 1
 	}
 	b.WriteString(suffix)
-	path = b.String()
-	label := flatLabel(segments)
-	if label == "" || len(label) > maxLabelLen {
-		return path, ""
+	pathLen := b.Len()
+	labelLen := appendFlatLabel(&b, rest)
+	if labelLen == 0 || labelLen > maxLabelLen {
+		return b.String()[:pathLen], ""
 	}
-	return path, label + "." + suffix
+	b.WriteByte('.')
+	b.WriteString(suffix)
+	both := b.String()
+	return both[:pathLen], both[pathLen:]
 }
 
 // nameSuffix returns "framework.domain." lower-cased, with defaults applied.
@@ -104,22 +114,24 @@ func normaliseDomain(domain string) (string, error) {
 	return domain, nil
 }
 
-// flatLabel is DC/OS's flattened label: segments joined, lower-cased, '_'
-// turned into '-', other characters than [a-z0-9-] dropped.
-func flatLabel(segments []string) string {
-	var b strings.Builder
-	for _, s := range segments {
-		for i := 0; i < len(s); i++ {
-			c := s[i]
-			switch {
-			case c >= 'A' && c <= 'Z':
-				b.WriteByte(c + ('a' - 'A'))
-			case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
-				b.WriteByte(c)
-			case c == '_':
-				b.WriteByte('-')
-			}
+// appendFlatLabel writes DC/OS's flattened label of path: its segments
+// joined, lower-cased, '_' turned into '-', every character other than
+// [a-z0-9-] ("/" included) dropped. It returns how many bytes it wrote.
+func appendFlatLabel(b *strings.Builder, path string) int {
+	n := 0
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		switch {
+		case c >= 'A' && c <= 'Z':
+			b.WriteByte(c + ('a' - 'A'))
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
+			b.WriteByte(c)
+		case c == '_':
+			b.WriteByte('-')
+		default:
+			continue
 		}
+		n++
 	}
-	return b.String()
+	return n
 }

@@ -152,20 +152,77 @@ type groupKey struct {
 }
 
 // member is one valid registration of a VIP, as Build keeps it: the backend
-// as plain bytes and the registration as indices into the state, so that the
-// 100,000 members of a large state hold no pointers (no write barriers when
-// they are copied and sorted, nothing for the garbage collector to scan).
+// as plain bytes, the node as an index into the state and the scheduler as
+// an index into the builder's interned names, so that the 100,000 members of
+// a large state hold no pointers (no write barriers when they are copied and
+// sorted, nothing for the garbage collector to scan) and fillBackends never
+// reads the registrations again.
 type member struct {
-	addr [16]byte // the backend's address, in 16-byte form
-	port uint16
-	is4  bool
-	node int32 // index into the state
-	reg  int32 // index into the node's Backends
+	addr        [16]byte // the backend's address, in 16-byte form
+	port        uint16
+	is4         bool
+	health      uint8 // index into healthNames
+	sched       uint32
+	node        int32 // index into the state
+	weight      uint32
+	persistence uint32
 }
 
-func newMember(node, reg int, r *Registration) member {
+// healthNames are the health values a member can hold, sorted.
+var healthNames = [...]Health{Draining, Healthy, Unhealthy}
+
+func healthIndex(h Health) uint8 {
+	switch h {
+	case Draining:
+		return 0
+	case Unhealthy:
+		return 2
+	default: // "" and Healthy; add has refused anything else
+		return 1
+	}
+}
+
+func (b *builder) newMember(node int, r *Registration) member {
 	a := r.Backend.Addr().Unmap()
-	return member{addr: a.As16(), port: r.Backend.Port(), is4: a.Is4(), node: int32(node), reg: int32(reg)}
+	return member{
+		addr: a.As16(), port: r.Backend.Port(), is4: a.Is4(), node: int32(node),
+		health: healthIndex(r.Health), sched: b.schedIndex(r.Scheduler),
+		weight: r.Weight, persistence: r.Persistence,
+	}
+}
+
+// schedIndex interns a scheduler name: a cluster asks for a handful.
+func (b *builder) schedIndex(s string) uint32 {
+	if s == "" {
+		s = DefaultScheduler
+	}
+	for i, x := range b.scheds {
+		if x == s {
+			return uint32(i)
+		}
+	}
+	if i, ok := b.schedMap[s]; ok {
+		return i
+	}
+	if len(b.scheds) < 8 {
+		b.scheds = append(b.scheds, s)
+		return uint32(len(b.scheds) - 1)
+	}
+	// Many distinct names (misconfigured backends): a map from here on.
+	if b.schedMap == nil {
+		b.schedMap = map[string]uint32{}
+	}
+	i := uint32(len(b.scheds) + len(b.schedMap))
+	b.schedMap[s] = i
+	b.schedByIndex = append(b.schedByIndex, s)
+	return i
+}
+
+func (b *builder) schedName(i uint32) string {
+	if int(i) < len(b.scheds) {
+		return b.scheds[i]
+	}
+	return b.schedByIndex[int(i)-len(b.scheds)]
 }
 
 // backend is the member's backend address.
@@ -176,8 +233,7 @@ func (m member) backend() netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(m.addr), m.port)
 }
 
-// memberView is what Build reads of a member's registration, with defaults
-// filled in.
+// memberView is a member as fillBackends reads it.
 type memberView struct {
 	node        string
 	weight      uint32
@@ -187,15 +243,7 @@ type memberView struct {
 }
 
 func (b *builder) view(m member) memberView {
-	r := &b.state[m.node].Backends[m.reg]
-	v := memberView{node: b.state[m.node].Node, weight: r.Weight, health: r.Health, scheduler: r.Scheduler, persistence: r.Persistence}
-	if v.health == "" {
-		v.health = Healthy
-	}
-	if v.scheduler == "" {
-		v.scheduler = DefaultScheduler
-	}
-	return v
+	return memberView{node: b.state[m.node].Node, weight: m.weight, health: healthNames[m.health], scheduler: b.schedName(m.sched), persistence: m.persistence}
 }
 
 // compareMembers orders members by backend (IPv4 first, as netip does),
@@ -254,6 +302,13 @@ type builder struct {
 	state ClusterState     // what collect read; members point into it
 	views []memberView     // fillBackends' scratch: the kept members' registrations
 	addrs []netip.AddrPort // and their backends
+
+	scheds       []string          // interned scheduler names (schedIndex)
+	schedMap     map[string]uint32 // past the first few
+	schedByIndex []string
+	entryChunk   []nameEntry // where entry allocates
+	backends     []Backend   // where fillBackends carves VIPs' backends from
+	backendsLeft int         // members not yet through fillBackends: the size of the next array
 }
 
 type specMemo struct {
@@ -319,6 +374,7 @@ func (b *builder) collect(state ClusterState) {
 	b.entries = make(map[identity]*nameEntry, hint)
 	b.group = make([]group, 0, hint)
 	groupOf := make([]int32, 0, total)
+	b.backendsLeft = total
 	for i := range state {
 		node := &state[i]
 		for j := range node.Backends {
@@ -344,7 +400,7 @@ func (b *builder) collect(state ClusterState) {
 		for j := range node.Backends {
 			if gi := groupOf[k]; gi >= 0 {
 				g := &b.group[gi]
-				g.members = append(g.members, newMember(i, j, &node.Backends[j]))
+				g.members = append(g.members, b.newMember(i, &node.Backends[j]))
 			}
 			k++
 		}
@@ -433,7 +489,13 @@ func family(a netip.Addr) string {
 func (b *builder) entry(id identity) *nameEntry {
 	e := b.entries[id]
 	if e == nil {
-		e = &nameEntry{id: id}
+		// Entries come from chunks, one allocation per 256 names; a chunk
+		// is never grown, so the pointers into it stay valid.
+		if len(b.entryChunk) == cap(b.entryChunk) {
+			b.entryChunk = make([]nameEntry, 0, 256)
+		}
+		b.entryChunk = append(b.entryChunk, nameEntry{id: id})
+		e = &b.entryChunk[len(b.entryChunk)-1]
 		b.entries[id] = e
 	}
 	return e
@@ -477,9 +539,10 @@ func (b *builder) setNames(e *nameEntry) error {
 	if n := len(path) - 1; n > maxNameLen {
 		return fmt.Errorf("name %q: %d characters: %w", path, n, ErrNameTooLong)
 	}
-	e.names = []string{path}
 	if flat != "" && flat != path {
-		e.names = append(e.names, flat)
+		e.names = []string{path, flat}
+	} else {
+		e.names = []string{path}
 	}
 	return nil
 }
@@ -549,6 +612,7 @@ func (b *builder) table() *Table {
 // fillBackends settles v's backends, scheduler, persistence and conflicts
 // from its registrations.
 func (b *builder) fillBackends(v *VIP, members []member) {
+	b.backendsLeft -= len(members)
 	slices.SortFunc(members, b.compareMembers)
 	// Keep the first member of each backend; read the registrations of the
 	// kept ones once, into a scratch slice the builder reuses.
@@ -584,7 +648,14 @@ func (b *builder) fillBackends(v *VIP, members []member) {
 		}
 	}
 	if healthy > 0 {
-		v.Backends = make([]Backend, 0, healthy)
+		// Carved from one array for the whole table; the three-index
+		// slice keeps an append to one VIP's backends off its neighbour's.
+		if len(b.backends)+healthy > cap(b.backends) {
+			b.backends = make([]Backend, 0, healthy+b.backendsLeft)
+		}
+		start := len(b.backends)
+		b.backends = b.backends[:start+healthy]
+		v.Backends = b.backends[start : start : start+healthy]
 	}
 	for i, m := range kept {
 		switch m.health {
@@ -601,6 +672,19 @@ func (b *builder) fillBackends(v *VIP, members []member) {
 // value) and, when members disagreed, appends a conflict line such as
 // "scheduler: wlc (2 backends) over rr (1 backend)".
 func vote[T cmp.Ordered](members []memberView, value func(memberView) T, what string, format func(T) string, conflicts []string) (T, []string) {
+	// The usual case: every member asks for the same value.
+	if len(members) > 0 {
+		first, same := value(members[0]), true
+		for _, m := range members[1:] {
+			if value(m) != first {
+				same = false
+				break
+			}
+		}
+		if same {
+			return first, conflicts
+		}
+	}
 	type tally struct {
 		value T
 		count int
