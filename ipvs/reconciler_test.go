@@ -26,10 +26,11 @@ func quietLogger() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-// vipOf and tableOf build test tables from short strings (see ipvstest).
+// Test tables, built by ipvstest.
 var (
-	vipOf   = ipvstest.VIP
-	tableOf = ipvstest.Table
+	vipOf    = ipvstest.VIP
+	tableOf  = ipvstest.Table
+	bigTable = ipvstest.BigTable
 )
 
 type fixture struct {
@@ -140,19 +141,6 @@ func TestProgramFromEmpty(t *testing.T) {
 	if st.Ops["add_destination"] != 5 || st.Syncs != 1 || st.FullSyncs != 1 || st.Services != 3 {
 		t.Errorf("stats %+v", st)
 	}
-}
-
-// bigTable has n VIPs of k backends each.
-func bigTable(n, k int) *vip.Table {
-	vs := make([]vip.VIP, n)
-	for i := range vs {
-		a := netip.AddrFrom4([4]byte{11, byte(i >> 16), byte(i >> 8), byte(i)})
-		vs[i] = vip.VIP{ServiceKey: vip.ServiceKey{Addr: a, Port: 80, Protocol: vip.TCP}}
-		for j := 0; j < k; j++ {
-			vs[i].Backends = append(vs[i].Backends, vip.Backend{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(j), 1}), 8080), Weight: 1})
-		}
-	}
-	return &vip.Table{VIPs: vs}
 }
 
 // withBackend returns a copy of tab where VIP i has one more backend.

@@ -45,3 +45,17 @@ func Table(vs ...vip.VIP) *vip.Table {
 	})
 	return &vip.Table{VIPs: vs}
 }
+
+// BigTable has n TCP VIPs (11.x.y.z:80) of k backends each (10.1.j.1:8080),
+// already in table order.
+func BigTable(n, k int) *vip.Table {
+	vs := make([]vip.VIP, n)
+	for i := range vs {
+		a := netip.AddrFrom4([4]byte{11, byte(i >> 16), byte(i >> 8), byte(i)})
+		vs[i] = vip.VIP{ServiceKey: vip.ServiceKey{Addr: a, Port: 80, Protocol: vip.TCP}}
+		for j := 0; j < k; j++ {
+			vs[i].Backends = append(vs[i].Backends, vip.Backend{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(j), 1}), 8080), Weight: 1})
+		}
+	}
+	return &vip.Table{VIPs: vs}
+}

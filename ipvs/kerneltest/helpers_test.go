@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"net/netip"
 	"sort"
 	"strings"
 	"testing"
@@ -112,24 +111,12 @@ func table(t testing.TB, ns *bed.Netns) []string {
 	return out
 }
 
-// vipOf and tableOf build test tables from short strings (see ipvstest).
+// Test tables, built by ipvstest.
 var (
-	vipOf   = ipvstest.VIP
-	tableOf = ipvstest.Table
+	vipOf    = ipvstest.VIP
+	tableOf  = ipvstest.Table
+	bigTable = ipvstest.BigTable
 )
-
-// bigTable has n TCP VIPs (11.x.y.z:80) of k backends each.
-func bigTable(n, k int) *vip.Table {
-	vs := make([]vip.VIP, n)
-	for i := range vs {
-		a := netip.AddrFrom4([4]byte{11, byte(i >> 16), byte(i >> 8), byte(i)})
-		vs[i] = vip.VIP{ServiceKey: vip.ServiceKey{Addr: a, Port: 80, Protocol: vip.TCP}}
-		for j := 0; j < k; j++ {
-			vs[i].Backends = append(vs[i].Backends, vip.Backend{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(j), 1}), 8080), Weight: 1})
-		}
-	}
-	return &vip.Table{VIPs: vs}
-}
 
 // serveNamed answers each TCP connection with name, then echoes lines.
 func serveNamed(t testing.TB, ns *bed.Netns, addr, name string) {
