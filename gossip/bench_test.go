@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os/exec"
 	"runtime"
@@ -41,7 +42,16 @@ func benchClusterWith(b *testing.B, net *memnet.Network, n int, tweak func(*Conf
 	b.Helper()
 	start := time.Now()
 	nodes := make([]*memNode, 0, n)
+	var paced time.Duration
 	for i := range n {
+		// Each join sets off a storm of alive messages and records that
+		// every node forwards. In one process all nodes share two cores,
+		// so without pacing the inboxes fill faster than they drain, and
+		// the queueing delay (which separate machines would not add)
+		// times out probes. Wait for the receivers to catch up first.
+		paceStart := time.Now()
+		waitBacklog(b, net, n, time.Minute)
+		paced += time.Since(paceStart)
 		var seeds []string
 		if i > 0 {
 			seeds = []string{nodes[rand.IntN(i)].tr.Addr(), nodes[0].tr.Addr()}
@@ -51,10 +61,14 @@ func benchClusterWith(b *testing.B, net *memnet.Network, n int, tweak func(*Conf
 		m.c.Publish([]vip.Registration{benchReg(i, 0)})
 		nodes = append(nodes, m)
 		if (i+1)%100 == 0 {
-			b.Logf("%d nodes started after %v", i+1, time.Since(start).Round(time.Millisecond))
+			b.Logf("%d nodes started after %v (%v of it waiting for inboxes to drain)", i+1,
+				time.Since(start).Round(time.Millisecond), paced.Round(time.Millisecond))
 		}
 	}
-	deadline := time.Now().Add(time.Duration(n)*200*time.Millisecond + 30*time.Second)
+	// A node that missed a join's alive message learns of the member at
+	// the latest on push/pull, which memberlist runs less often in
+	// larger clusters: allow two rounds.
+	deadline := time.Now().Add(30*time.Second + 2*pushPullEvery(n, LANTiming().PushPullInterval))
 	for !converged(nodes) {
 		if time.Now().After(deadline) {
 			shown := 0
@@ -80,6 +94,31 @@ func benchClusterWith(b *testing.B, net *memnet.Network, n int, tweak func(*Conf
 	}
 	b.Logf("%d nodes converged in %v", n, time.Since(start).Round(time.Millisecond))
 	return nodes
+}
+
+// waitBacklog waits until at most max packets wait in the network's
+// inboxes, and fails the benchmark if that takes longer than timeout.
+func waitBacklog(b *testing.B, net *memnet.Network, max int, timeout time.Duration) {
+	b.Helper()
+	start := time.Now()
+	for net.Backlog() > max {
+		if time.Since(start) > timeout {
+			b.Fatalf("%d packets still unread after %v (memnet drops %d)", net.Backlog(), timeout, net.Drops.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// pushPullEvery is memberlist's push/pull interval in a cluster of n
+// nodes: base, scaled up by ceil(log2 n - log2 32) + 1 beyond 32 nodes
+// (memberlist's pushPullScale).
+func pushPullEvery(n int, base time.Duration) time.Duration {
+	const threshold = 32
+	if n <= threshold {
+		return base
+	}
+	mult := math.Ceil(math.Log2(float64(n))-math.Log2(threshold)) + 1
+	return time.Duration(mult) * base
 }
 
 func converged(nodes []*memNode) bool {
@@ -124,8 +163,9 @@ func wireBytesSent(nodes []*memNode) uint64 {
 // BenchmarkConvergence measures, in a cluster of N nodes in one process,
 // the time from one node publishing a change until every node's State
 // holds it (one change at a time, one per iteration), and the bytes each node
-// sends per second when idle and while the cluster makes 100 changes per
-// second. Run with a fixed count, e.g. -benchtime=30x.
+// sends per second when idle (over one push/pull period) and while the
+// cluster makes 100 changes per second. Run with a fixed count, e.g.
+// -benchtime=30x.
 func BenchmarkConvergence(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
@@ -136,13 +176,16 @@ func BenchmarkConvergence(b *testing.B) {
 				b.Logf("%d nodes in one process: probing slowed down (see simulationTiming)", n)
 			}
 			nodes := benchClusterWith(b, net, n, tweak)
-			time.Sleep(2 * time.Second) // let the join storm settle
+			// Let the join storm settle: the receivers have caught up and
+			// the last forwards have gone out.
+			waitBacklog(b, net, n/10, 5*time.Minute)
+			time.Sleep(2 * time.Second)
 
 			var latencies []time.Duration
 			for i := 0; b.Loop(); i++ {
-				origin := nodes[rand.IntN(n)]
-				idx := slices.Index(nodes, origin)
-				origin.c.Publish([]vip.Registration{benchReg(idx, i+1)})
+				k := rand.IntN(n)
+				origin := nodes[k]
+				origin.c.Publish([]vip.Registration{benchReg(k, i+1)})
 				v := origin.c.store.selfRecord().Version
 				start := time.Now()
 				pending := slices.Clone(nodes)
@@ -171,28 +214,78 @@ func BenchmarkConvergence(b *testing.B) {
 			b.ReportMetric(float64(percentile(latencies, 99).Milliseconds()), "p99-ms")
 			b.ReportMetric(float64(latencies[len(latencies)-1].Milliseconds()), "max-ms")
 
-			// Idle: nothing changes for a while.
-			const window = 5 * time.Second
+			// Idle: nothing changes for one push/pull period, whose
+			// full-state exchanges dominate the idle traffic of a large
+			// cluster and come in bursts.
+			window := pushPullEvery(n, LANTiming().PushPullInterval)
 			time.Sleep(time.Second) // let the last change's gossip finish
 			before := wireBytesSent(nodes)
 			time.Sleep(window)
 			idle := float64(wireBytesSent(nodes)-before) / float64(n) / window.Seconds()
 			b.ReportMetric(idle, "idle-B/s/node")
 
-			// 100 changes per second, from random nodes, for the window.
-			before = wireBytesSent(nodes)
-			tick := time.NewTicker(10 * time.Millisecond)
-			end := time.Now().Add(window)
-			for i := 0; time.Now().Before(end); i++ {
-				<-tick.C
-				j := rand.IntN(n)
-				nodes[j].c.Publish([]vip.Registration{benchReg(j, 100000+i)})
-			}
-			tick.Stop()
-			busy := float64(wireBytesSent(nodes)-before) / float64(n) / window.Seconds()
+			// 100 changes per second, from random nodes, for 5 s.
+			busy, lag, maxBacklog := changeStream(b, net, nodes, 100, 5*time.Second, idle)
 			b.ReportMetric(busy, "100chg/s-B/s/node")
+			b.ReportMetric(float64(lag.Milliseconds()), "100chg/s-lag-ms")
+			b.ReportMetric(float64(maxBacklog), "100chg/s-max-backlog")
 		})
 	}
+}
+
+// changeStream makes rate changes per second from random nodes for
+// window. It returns the bytes each node sent per second of the stream:
+// everything sent from its start until every node held the last version of
+// every node that changed, less the idle traffic (idle bytes per second
+// per node) of the time past the window. A simulation that cannot keep up
+// delivers late, and the bytes are counted all the same: memberlist sends
+// each message a fixed number of times however late. It also returns that
+// delay past the window (lag) and the most packets seen waiting in the
+// inboxes, which say how far the simulation fell behind.
+func changeStream(b *testing.B, net *memnet.Network, nodes []*memNode, rate int, window time.Duration, idle float64) (bytesPerNode float64, lag time.Duration, maxBacklog int) {
+	b.Helper()
+	n := len(nodes)
+	last := map[int]Version{}
+	before := wireBytesSent(nodes)
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	end := time.Now().Add(window)
+	for i := 0; time.Now().Before(end); i++ {
+		<-tick.C
+		j := rand.IntN(n)
+		nodes[j].c.Publish([]vip.Registration{benchReg(j, 100000+i)})
+		last[j] = nodes[j].c.store.selfRecord().Version
+		if i%10 == 0 {
+			maxBacklog = max(maxBacklog, net.Backlog())
+		}
+	}
+	tick.Stop()
+
+	start := time.Now()
+	pending := slices.Clone(nodes)
+	for len(pending) > 0 {
+		if time.Since(start) > 2*time.Minute {
+			b.Fatalf("%d nodes still without the last changes 2 minutes after the stream (memnet drops %d)", len(pending), net.Drops.Load())
+		}
+		pending = slices.DeleteFunc(pending, func(m *memNode) bool {
+			for j, v := range last {
+				if !m.c.store.holds(nodes[j].name, v) {
+					return false
+				}
+			}
+			return true
+		})
+		if len(pending) > 0 {
+			maxBacklog = max(maxBacklog, net.Backlog())
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	lag = time.Since(start)
+	// The last forwards go out after the last node has the change.
+	waitBacklog(b, net, n/10, time.Minute)
+	time.Sleep(time.Second)
+	extra := time.Since(start)
+	sent := float64(wireBytesSent(nodes)-before) - idle*float64(n)*extra.Seconds()
+	return sent / float64(n) / window.Seconds(), lag, maxBacklog
 }
 
 // BenchmarkFailureDetection measures the time from a node's death

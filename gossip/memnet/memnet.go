@@ -85,6 +85,23 @@ func (n *Network) addLocked(addr string, ip net.IP) *Transport {
 	return t
 }
 
+// Backlog returns how many packets wait, in all live nodes' inboxes
+// together, for their receivers to read them: how far the receivers are
+// behind. A simulation that starts many nodes can pace itself on it, so
+// that queueing delay (which a real network of separate machines would not
+// have) does not time out probes.
+func (n *Network) Backlog() int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	total := 0
+	for _, t := range n.nodes {
+		if !t.isClosed() {
+			total += len(t.packetCh)
+		}
+	}
+	return total
+}
+
 // SetCut installs a filter: a packet or connection from one address to
 // another is dropped (refused) when cut returns true. nil heals everything.
 func (n *Network) SetCut(cut func(from, to string) bool) {

@@ -54,3 +54,26 @@ func TestPacketsPartitionsAndClosedPeers(t *testing.T) {
 		t.Fatal("restarted transport does not receive")
 	}
 }
+
+func TestBacklogCountsUnreadPackets(t *testing.T) {
+	n := New()
+	a, b, c := n.NewTransport(), n.NewTransport(), n.NewTransport()
+	if got := n.Backlog(); got != 0 {
+		t.Fatalf("empty network: backlog %d, want 0", got)
+	}
+	for range 3 {
+		_, _ = a.WriteTo([]byte("x"), b.Addr())
+	}
+	_, _ = a.WriteTo([]byte("x"), c.Addr())
+	if got := n.Backlog(); got != 4 {
+		t.Fatalf("after 4 packets: backlog %d, want 4", got)
+	}
+	<-b.PacketCh()
+	if got := n.Backlog(); got != 3 {
+		t.Fatalf("after one read: backlog %d, want 3", got)
+	}
+	_ = c.Shutdown()
+	if got := n.Backlog(); got != 2 {
+		t.Fatalf("after the receiver of one packet closed: backlog %d, want 2", got)
+	}
+}
