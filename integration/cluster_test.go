@@ -2,7 +2,7 @@ package integration
 
 import (
 	"bufio"
-	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -11,31 +11,36 @@ import (
 )
 
 // TestClusterNodesReachEachOther proves the cluster helper: every node
-// reaches every other node over the bridge at its documented address.
+// reaches every other node over the bridge at its documented addresses,
+// IPv4 and IPv6.
 func TestClusterNodesReachEachOther(t *testing.T) {
 	c := bed.NewCluster(t, 3)
 	for _, n := range c.Nodes {
-		if !bed.NodeNet.Contains(n.Addr) {
-			t.Fatalf("%s has address %s outside %s", n.Name, n.Addr, bed.NodeNet)
+		if !bed.NodeNet.Contains(n.Addr) || !bed.NodeNet6.Contains(n.Addr6) {
+			t.Fatalf("%s has addresses %s and %s, outside %s and %s", n.Name, n.Addr, n.Addr6, bed.NodeNet, bed.NodeNet6)
 		}
-		ln, err := n.Listen("tcp", n.Addr.String()+":9000")
-		if err != nil {
-			t.Fatalf("listen on %s: %v", n.Name, err)
+		for _, a := range []netip.Addr{n.Addr, n.Addr6} {
+			ln, err := n.Listen("tcp", netip.AddrPortFrom(a, 9000).String())
+			if err != nil {
+				t.Fatalf("listen on %s in %s: %v", a, n.Name, err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			go serveName(ln, n.Name)
 		}
-		t.Cleanup(func() { ln.Close() })
-		go serveName(ln, n.Name)
 	}
 	for _, from := range c.Nodes {
 		for _, to := range c.Nodes {
-			conn, err := from.Dial("tcp", fmt.Sprintf("%s:9000", to.Addr), 5*time.Second)
-			if err != nil {
-				t.Fatalf("%s -> %s: %v", from.Name, to.Name, err)
-			}
-			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-			line, err := bufio.NewReader(conn).ReadString('\n')
-			conn.Close()
-			if err != nil || strings.TrimSpace(line) != to.Name {
-				t.Errorf("%s -> %s answered %q (%v), want %q", from.Name, to.Name, line, err, to.Name)
+			for _, a := range []netip.Addr{to.Addr, to.Addr6} {
+				conn, err := from.Dial("tcp", netip.AddrPortFrom(a, 9000).String(), 5*time.Second)
+				if err != nil {
+					t.Fatalf("%s -> %s (%s): %v", from.Name, to.Name, a, err)
+				}
+				_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+				line, err := bufio.NewReader(conn).ReadString('\n')
+				conn.Close()
+				if err != nil || strings.TrimSpace(line) != to.Name {
+					t.Errorf("%s -> %s (%s) answered %q (%v), want %q", from.Name, to.Name, a, line, err, to.Name)
+				}
 			}
 		}
 	}
