@@ -527,7 +527,8 @@ func (c *Cluster) Stats() Stats {
 
 // Leave tells the cluster this node is going, so that peers drop its
 // backends at once rather than after failure detection, waits up to
-// timeout for the news to go out, and shuts down.
+// timeout for the news to go out, and shuts down. It stops waiting early
+// when no live peer is left to tell (the whole cluster stopping at once).
 func (c *Cluster) Leave(timeout time.Duration) error {
 	c.mu.Lock()
 	if !c.started || c.left {
@@ -543,9 +544,28 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 	ml := c.ml
 	c.mu.Unlock()
 
-	err := ml.Leave(timeout)
-	if err != nil {
-		err = fmt.Errorf("leave cluster: %w", err)
+	// memberlist's Leave waits until its goodbye has been gossiped to a
+	// peer; when every peer has gone meanwhile, nobody can hear it. Its
+	// goroutine ends at the timeout at the latest.
+	done := make(chan error, 1)
+	go func() { done <- ml.Leave(timeout) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+wait:
+	for {
+		select {
+		case err = <-done:
+			if err != nil {
+				err = fmt.Errorf("leave cluster: %w", err)
+			}
+			break wait
+		case <-tick.C:
+			if c.livePeers.Load() == 0 {
+				c.log.Info("no live peer left to say goodbye to; leaving without waiting")
+				break wait
+			}
+		}
 	}
 	return errors.Join(err, c.Shutdown())
 }

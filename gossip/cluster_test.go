@@ -211,3 +211,37 @@ func TestGracefulLeaveIsALeaveNotADeath(t *testing.T) {
 	}
 	t.Logf("leave propagated in %v", time.Since(start))
 }
+
+// TestWholeClusterLeavingAtOnceDoesNotWait stops every node at the same
+// time, as an operator stopping the cluster would: once no live peer is
+// left to tell, Leave returns at once instead of waiting out its timeout
+// for a goodbye nobody can hear, and a node does not report itself as a
+// member gone.
+func TestWholeClusterLeavingAtOnceDoesNotWait(t *testing.T) {
+	net := memnet.New()
+	nodes := startMemCluster(t, net, 2, nil)
+	for _, n := range nodes {
+		waitFor(t, 10*time.Second, n.name+" to see its peer", func() bool { return n.c.store.livePeerCount() == 1 })
+	}
+	const timeout = 5 * time.Second
+	start := time.Now()
+	errs := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() { errs <- n.c.Leave(timeout) }()
+	}
+	for range nodes {
+		if err := <-errs; err != nil {
+			t.Errorf("leave: %v", err)
+		}
+	}
+	if took := time.Since(start); took > timeout/2 {
+		t.Errorf("leaving took %v: the nodes waited for a goodbye nobody could hear (timeout %v)", took, timeout)
+	}
+	for _, n := range nodes {
+		for _, e := range n.hook.AllEntries() {
+			if e.Data["peer"] == n.name {
+				t.Errorf("%s logged about itself as a peer: %q", n.name, e.Message)
+			}
+		}
+	}
+}

@@ -112,6 +112,11 @@ func (e *events) NotifyUpdate(n *memberlist.Node) {
 
 func (e *events) NotifyLeave(n *memberlist.Node) {
 	c := e.c
+	if n.Name == c.cfg.NodeName {
+		// memberlist reports this node's own leave as well.
+		c.log.Debug("this node left the cluster")
+		return
+	}
 	if c.store.leave(n.Name, c.now()) {
 		c.signal()
 	}
