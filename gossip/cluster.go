@@ -34,10 +34,10 @@ type Cluster struct {
 	now      func() time.Time
 	store    *store
 	counters counters
-	queue    *memberlist.TransmitLimitedQueue
+	queue    *broadcastQueue
 	// announce carries this node's periodic notice of its own version,
 	// sent 2 × ceil(log10(N+1)) times each, after everything in queue.
-	announce *memberlist.TransmitLimitedQueue
+	announce *broadcastQueue
 	changes  chan struct{}
 	pullWake chan struct{}
 	replies  chan string
@@ -90,14 +90,9 @@ func New(cfg Config) (*Cluster, error) {
 		}
 		c.keyring = kr
 	}
-	c.queue = &memberlist.TransmitLimitedQueue{
-		NumNodes:       func() int { return int(c.livePeers.Load()) + 1 },
-		RetransmitMult: c.timing.RetransmitMult,
-	}
-	c.announce = &memberlist.TransmitLimitedQueue{
-		NumNodes:       func() int { return int(c.livePeers.Load()) + 1 },
-		RetransmitMult: 2,
-	}
+	numNodes := func() int { return int(c.livePeers.Load()) + 1 }
+	c.queue = newBroadcastQueue(numNodes, c.timing.RetransmitMult)
+	c.announce = newBroadcastQueue(numNodes, 2)
 	gen := uint64(c.now().UnixNano())
 	if gen == 0 {
 		gen = 1

@@ -161,6 +161,12 @@ func (s *store) merge(r *record, now time.Time) (out mergeOutcome, visible bool)
 		return outcomeStale, false
 	}
 	s.records[r.Node] = &recordEntry{rec: r, received: now}
+	// memberlist may deliver a leaver's goodbye before its leaving record
+	// (both can ride in one packet, memberlist's messages first): a node
+	// that said it was leaving left, it did not fail.
+	if m := s.members[r.Node]; m != nil && m.state == MemberDead && r.Leaving && r.Version.Generation >= m.generation {
+		m.state = MemberLeft
+	}
 	if w, ok := s.want[r.Node]; ok && !r.Version.Less(w.version) {
 		delete(s.want, r.Node)
 	}

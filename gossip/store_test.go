@@ -163,21 +163,30 @@ func TestStoreLeftVersusDead(t *testing.T) {
 	joinMember(s, "gone", 10)
 	joinMember(s, "self", 5)
 	joinMember(s, "crashed", 10)
+	joinMember(s, "goodbye-first", 10)
 	s.merge(&record{Node: "gone", Version: Version{10, 2}, Leaving: true}, t0)
 	s.leave("gone", t0)
 	s.leave("crashed", t0)
+	// memberlist's goodbye may come before the leaving record.
+	s.leave("goodbye-first", t0)
+	s.merge(&record{Node: "goodbye-first", Version: Version{10, 2}, Leaving: true}, t0)
+	// A record that is not a leaving one says nothing about how a node went.
+	s.merge(rec("crashed", 10, 3, "10.0.0.1:80"), t0)
 	got := map[string]MemberState{}
 	for _, m := range s.memberList(t0) {
 		got[m.Name] = m.State
 	}
-	if got["gone"] != MemberLeft || got["crashed"] != MemberDead || got["self"] != MemberAlive {
-		t.Fatalf("member states = %v", got)
+	want := map[string]MemberState{"gone": MemberLeft, "goodbye-first": MemberLeft, "crashed": MemberDead, "self": MemberAlive}
+	for name, st := range want {
+		if got[name] != st {
+			t.Errorf("%s is %q, want %q", name, got[name], st)
+		}
 	}
 	if d := s.deadMembers(); len(d) != 1 {
 		t.Fatalf("reconnect targets = %v, want only the crashed node", d)
 	}
-	if n := s.sweep(t0.Add(time.Hour), 10*time.Minute); n != 2 {
-		t.Fatalf("sweep forgot %d members, want 2", n)
+	if n := s.sweep(t0.Add(time.Hour), 10*time.Minute); n != 3 {
+		t.Fatalf("sweep forgot %d members, want 3", n)
 	}
 	if len(s.records) != 1 || len(s.members) != 1 {
 		t.Fatalf("after sweep: %d records, %d members; want only this node's", len(s.records), len(s.members))
