@@ -2,10 +2,11 @@
 GO        ?= go
 BIN       := bin
 PKGS      := ./...
-# Debian packages the tests and the demo need: the UML guest kernel, busybox,
+# Debian packages the tests and the demo need: the UML guest kernel, a C
+# compiler for its ptrace wrapper (integration/bed/uml/xstate.c), busybox,
 # and the tools the tests drive as an operator would.
-DEB_PKGS  := user-mode-linux busybox-static ipvsadm iptables iproute2 bind9-dnsutils curl procps kmod systemd util-linux
-DEB_CHECK := /usr/bin/linux.uml /bin/busybox /usr/sbin/ipvsadm /usr/sbin/iptables-legacy /usr/bin/dig /usr/bin/curl /usr/sbin/sysctl /sbin/ip /usr/bin/systemd-analyze /usr/bin/nsenter
+DEB_PKGS  := user-mode-linux gcc libc6-dev busybox-static ipvsadm iptables iproute2 bind9-dnsutils curl procps kmod systemd util-linux
+DEB_CHECK := /usr/bin/linux.uml /usr/bin/gcc /usr/include/stdio.h /bin/busybox /usr/sbin/ipvsadm /usr/sbin/iptables-legacy /usr/bin/dig /usr/bin/curl /usr/sbin/sysctl /sbin/ip /usr/bin/systemd-analyze /usr/bin/nsenter
 
 SHELL     := /bin/bash
 

@@ -235,6 +235,10 @@ func runInGuest(exe string, args []string, out io.Writer) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	shim, err := xstateShim()
+	if err != nil {
+		return 0, err
+	}
 	cwd, err := os.Getwd()
 	if err != nil {
 		return 0, fmt.Errorf("working directory: %w", err)
@@ -265,7 +269,11 @@ func runInGuest(exe string, args []string, out io.Writer) (int, error) {
 		"quiet", "loglevel=3",
 	}
 	cmd := exec.Command(uml, kargs...)
-	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
+	preload := shim
+	if v := os.Getenv("LD_PRELOAD"); v != "" {
+		preload += ":" + v
+	}
+	cmd.Env = append(os.Environ(), "TMPDIR="+dir, "LD_PRELOAD="+preload)
 	cmd.Stdin = nil
 	pr, pw := io.Pipe()
 	cmd.Stdout = pw
