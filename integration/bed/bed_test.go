@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -107,5 +108,32 @@ func TestCountTests(t *testing.T) {
 	c := countTests(out)
 	if c.passed != 2 || c.failed != 1 || c.skipped != 1 || c.kernel != "Linux 6.1.176" {
 		t.Errorf("countTests = %+v", c)
+	}
+}
+
+// TestGuestThreadsKeepTheirVectorRegisters proves that the guest does not
+// mix up its threads' vector registers, on this host's CPU: UML saves and
+// restores them through the bed's ptrace wrapper (uml/xstate.c), and a
+// register that slipped through would corrupt any multi-threaded program in
+// the guest (Go's and glibc's memmove use them).
+func TestGuestThreadsKeepTheirVectorRegisters(t *testing.T) {
+	if InGuest() {
+		t.Fatal("this test boots its own guest and must run on the host")
+	}
+	probe := filepath.Join(t.TempDir(), "vecprobe")
+	if out, err := exec.Command("go", "build", "-o", probe, "./internal/vecprobe").CombinedOutput(); err != nil {
+		t.Fatalf("build vecprobe: %v\n%s", err, out)
+	}
+	var out bytes.Buffer
+	code, err := runInGuest(probe, nil, &out)
+	if err != nil {
+		t.Fatalf("runInGuest: %v\noutput:\n%s", err, out.String())
+	}
+	t.Logf("guest output:\n%s", out.String())
+	if code != 0 {
+		t.Fatalf("vecprobe exited %d in the guest: a thread saw another's registers, or none was preempted", code)
+	}
+	if !strings.Contains(out.String(), "vecprobe ymm: ") {
+		t.Fatalf("vecprobe's report is missing from the guest output")
 	}
 }

@@ -8,6 +8,10 @@
 // Inside the guest, tests build their own topology from network namespaces
 // (NewNetns, Link, NewCluster), so no test touches the host's network stack.
 //
+// linux.uml runs with a ptrace wrapper preloaded (uml/xstate.c) that lets
+// UML 6.1 save and restore guest threads' registers on hosts whose XSAVE
+// area is larger than UML's buffer (AVX-512, AMX); see integration/README.md.
+//
 // A test bed that cannot start is a failure with the reason, never a skip.
 // With L4LB_KERNEL=host the tests run on the host kernel directly instead,
 // for hosts whose kernel does have IPVS.

@@ -1,0 +1,394 @@
+#include "textflag.h"
+
+// func holdYMM(pattern uint64, iters int) (bad int)
+//
+// Y1-Y14 hold pattern for iters rounds; each round rebuilds the pattern in
+// Y0 from AX and counts the registers that no longer equal it (Y15 is scratch).
+TEXT ·holdYMM(SB), NOSPLIT, $0-24
+	MOVQ pattern+0(FP), AX
+	MOVQ iters+8(FP), CX
+	XORQ DX, DX
+	MOVQ AX, X0
+	VPBROADCASTQ X0, Y0
+	VMOVDQU Y0, Y1
+	VMOVDQU Y0, Y2
+	VMOVDQU Y0, Y3
+	VMOVDQU Y0, Y4
+	VMOVDQU Y0, Y5
+	VMOVDQU Y0, Y6
+	VMOVDQU Y0, Y7
+	VMOVDQU Y0, Y8
+	VMOVDQU Y0, Y9
+	VMOVDQU Y0, Y10
+	VMOVDQU Y0, Y11
+	VMOVDQU Y0, Y12
+	VMOVDQU Y0, Y13
+	VMOVDQU Y0, Y14
+ymmloop:
+	MOVQ AX, X0
+	VPBROADCASTQ X0, Y0
+	VPCMPEQQ Y0, Y1, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok1
+	INCQ DX
+ymmok1:
+	VPCMPEQQ Y0, Y2, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok2
+	INCQ DX
+ymmok2:
+	VPCMPEQQ Y0, Y3, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok3
+	INCQ DX
+ymmok3:
+	VPCMPEQQ Y0, Y4, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok4
+	INCQ DX
+ymmok4:
+	VPCMPEQQ Y0, Y5, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok5
+	INCQ DX
+ymmok5:
+	VPCMPEQQ Y0, Y6, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok6
+	INCQ DX
+ymmok6:
+	VPCMPEQQ Y0, Y7, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok7
+	INCQ DX
+ymmok7:
+	VPCMPEQQ Y0, Y8, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok8
+	INCQ DX
+ymmok8:
+	VPCMPEQQ Y0, Y9, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok9
+	INCQ DX
+ymmok9:
+	VPCMPEQQ Y0, Y10, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok10
+	INCQ DX
+ymmok10:
+	VPCMPEQQ Y0, Y11, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok11
+	INCQ DX
+ymmok11:
+	VPCMPEQQ Y0, Y12, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok12
+	INCQ DX
+ymmok12:
+	VPCMPEQQ Y0, Y13, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok13
+	INCQ DX
+ymmok13:
+	VPCMPEQQ Y0, Y14, Y15
+	VPMOVMSKB Y15, BX
+	CMPL BX, $0xffffffff
+	JEQ ymmok14
+	INCQ DX
+ymmok14:
+	DECQ CX
+	JNZ ymmloop
+	VZEROUPPER
+	MOVQ DX, bad+16(FP)
+	RET
+
+// func holdZMM(pattern uint64, iters int) (bad int)
+//
+// The same with all of AVX-512's state: Z1-Z31 (Z16-Z31 exist only with
+// AVX-512) and the mask registers K1-K7 hold pattern; Z0 and K0 are scratch.
+TEXT ·holdZMM(SB), NOSPLIT, $0-24
+	MOVQ pattern+0(FP), AX
+	MOVQ iters+8(FP), CX
+	XORQ DX, DX
+	VPBROADCASTQ AX, Z0
+	VMOVDQU64 Z0, Z1
+	VMOVDQU64 Z0, Z2
+	VMOVDQU64 Z0, Z3
+	VMOVDQU64 Z0, Z4
+	VMOVDQU64 Z0, Z5
+	VMOVDQU64 Z0, Z6
+	VMOVDQU64 Z0, Z7
+	VMOVDQU64 Z0, Z8
+	VMOVDQU64 Z0, Z9
+	VMOVDQU64 Z0, Z10
+	VMOVDQU64 Z0, Z11
+	VMOVDQU64 Z0, Z12
+	VMOVDQU64 Z0, Z13
+	VMOVDQU64 Z0, Z14
+	VMOVDQU64 Z0, Z15
+	VMOVDQU64 Z0, Z16
+	VMOVDQU64 Z0, Z17
+	VMOVDQU64 Z0, Z18
+	VMOVDQU64 Z0, Z19
+	VMOVDQU64 Z0, Z20
+	VMOVDQU64 Z0, Z21
+	VMOVDQU64 Z0, Z22
+	VMOVDQU64 Z0, Z23
+	VMOVDQU64 Z0, Z24
+	VMOVDQU64 Z0, Z25
+	VMOVDQU64 Z0, Z26
+	VMOVDQU64 Z0, Z27
+	VMOVDQU64 Z0, Z28
+	VMOVDQU64 Z0, Z29
+	VMOVDQU64 Z0, Z30
+	VMOVDQU64 Z0, Z31
+	KMOVW AX, K1
+	KMOVW AX, K2
+	KMOVW AX, K3
+	KMOVW AX, K4
+	KMOVW AX, K5
+	KMOVW AX, K6
+	KMOVW AX, K7
+zmmloop:
+	VPBROADCASTQ AX, Z0
+	VPCMPEQQ Z0, Z1, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok1
+	INCQ DX
+zmmok1:
+	VPCMPEQQ Z0, Z2, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok2
+	INCQ DX
+zmmok2:
+	VPCMPEQQ Z0, Z3, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok3
+	INCQ DX
+zmmok3:
+	VPCMPEQQ Z0, Z4, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok4
+	INCQ DX
+zmmok4:
+	VPCMPEQQ Z0, Z5, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok5
+	INCQ DX
+zmmok5:
+	VPCMPEQQ Z0, Z6, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok6
+	INCQ DX
+zmmok6:
+	VPCMPEQQ Z0, Z7, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok7
+	INCQ DX
+zmmok7:
+	VPCMPEQQ Z0, Z8, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok8
+	INCQ DX
+zmmok8:
+	VPCMPEQQ Z0, Z9, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok9
+	INCQ DX
+zmmok9:
+	VPCMPEQQ Z0, Z10, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok10
+	INCQ DX
+zmmok10:
+	VPCMPEQQ Z0, Z11, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok11
+	INCQ DX
+zmmok11:
+	VPCMPEQQ Z0, Z12, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok12
+	INCQ DX
+zmmok12:
+	VPCMPEQQ Z0, Z13, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok13
+	INCQ DX
+zmmok13:
+	VPCMPEQQ Z0, Z14, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok14
+	INCQ DX
+zmmok14:
+	VPCMPEQQ Z0, Z15, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok15
+	INCQ DX
+zmmok15:
+	VPCMPEQQ Z0, Z16, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok16
+	INCQ DX
+zmmok16:
+	VPCMPEQQ Z0, Z17, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok17
+	INCQ DX
+zmmok17:
+	VPCMPEQQ Z0, Z18, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok18
+	INCQ DX
+zmmok18:
+	VPCMPEQQ Z0, Z19, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok19
+	INCQ DX
+zmmok19:
+	VPCMPEQQ Z0, Z20, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok20
+	INCQ DX
+zmmok20:
+	VPCMPEQQ Z0, Z21, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok21
+	INCQ DX
+zmmok21:
+	VPCMPEQQ Z0, Z22, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok22
+	INCQ DX
+zmmok22:
+	VPCMPEQQ Z0, Z23, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok23
+	INCQ DX
+zmmok23:
+	VPCMPEQQ Z0, Z24, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok24
+	INCQ DX
+zmmok24:
+	VPCMPEQQ Z0, Z25, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok25
+	INCQ DX
+zmmok25:
+	VPCMPEQQ Z0, Z26, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok26
+	INCQ DX
+zmmok26:
+	VPCMPEQQ Z0, Z27, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok27
+	INCQ DX
+zmmok27:
+	VPCMPEQQ Z0, Z28, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok28
+	INCQ DX
+zmmok28:
+	VPCMPEQQ Z0, Z29, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok29
+	INCQ DX
+zmmok29:
+	VPCMPEQQ Z0, Z30, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok30
+	INCQ DX
+zmmok30:
+	VPCMPEQQ Z0, Z31, K0
+	KMOVW K0, BX
+	CMPB BX, $0xff
+	JEQ zmmok31
+	INCQ DX
+zmmok31:
+	KMOVW K1, BX
+	CMPW BX, AX
+	JEQ kok1
+	INCQ DX
+kok1:
+	KMOVW K2, BX
+	CMPW BX, AX
+	JEQ kok2
+	INCQ DX
+kok2:
+	KMOVW K3, BX
+	CMPW BX, AX
+	JEQ kok3
+	INCQ DX
+kok3:
+	KMOVW K4, BX
+	CMPW BX, AX
+	JEQ kok4
+	INCQ DX
+kok4:
+	KMOVW K5, BX
+	CMPW BX, AX
+	JEQ kok5
+	INCQ DX
+kok5:
+	KMOVW K6, BX
+	CMPW BX, AX
+	JEQ kok6
+	INCQ DX
+kok6:
+	KMOVW K7, BX
+	CMPW BX, AX
+	JEQ kok7
+	INCQ DX
+kok7:
+	DECQ CX
+	JNZ zmmloop
+	VZEROUPPER
+	MOVQ DX, bad+16(FP)
+	RET
