@@ -8,7 +8,7 @@
  * an 832-byte buffer. A host kernel truncates a short GETREGSET, but refuses
  * a SETREGSET that is not the whole XSAVE area with EFAULT (11,008 bytes with
  * AVX-512 and AMX), and UML then kills the guest's init ("ptrace set fp regs
- * failed, errno = 14"). Upstream UML (6.13) sizes the buffer from the host.
+ * failed, errno = 14"). Later upstream UML sizes the buffer from the host.
  *
  * This wrapper keeps, per UML buffer (one per guest thread), a shadow of the
  * whole host area: a short GETREGSET reads the whole area into the shadow and
@@ -16,6 +16,12 @@
  * UML's 832 bytes on top. Every guest thread so keeps all of its registers,
  * AVX-512 ones included, as on a host whose area fits UML's buffer. Other
  * ptrace requests, and buffers already of the host's size, pass through.
+ * A buffer that a new thread reuses after an old one exited starts from the
+ * old thread's registers beyond UML's 832 bytes: a new thread's initial
+ * values there are not something any program relies on.
+ *
+ * No lock: ptrace requests work only from the tracing thread, and UML 6.1
+ * traces every guest process from its one kernel thread of execution.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
