@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -133,7 +134,9 @@ func TestGuestThreadsKeepTheirVectorRegisters(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("vecprobe exited %d in the guest: a thread saw another's registers, or none was preempted", code)
 	}
-	if !strings.Contains(out.String(), "vecprobe ymm: ") {
-		t.Fatalf("vecprobe's report is missing from the guest output")
+	// Exit code 0 already says no register was corrupted; the report says
+	// which register sets were checked, and YMM always must have been.
+	if !regexp.MustCompile(`vecprobe ymm: \d+ threads, [1-9]\d* preemptions, 0 corrupted registers`).MatchString(out.String()) {
+		t.Fatalf("vecprobe did not report a clean YMM check with preemptions in the guest output")
 	}
 }

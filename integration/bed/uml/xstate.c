@@ -115,7 +115,7 @@ static struct shadow *find(const void *key, int create)
 	}
 	if (create && !warned_full) {
 		warned_full = 1;
-		fprintf(stderr, "l4lb bed: XSAVE shadow table full; new guest threads keep only UML's bytes\n");
+		fprintf(stderr, "l4lb bed: XSAVE shadow table full; new guest threads share the registers beyond UML's 832 bytes\n");
 	}
 	return NULL;
 }
