@@ -47,7 +47,7 @@ func Build(cfg Config, state ClusterState) *Table {
 	b := newBuilder(cfg)
 	b.collect(state)
 	b.place()
-	return b.table()
+	return b.table().lineage()
 }
 
 // ProposeClaim returns the Claim a node publishes (in Registration.Claim)

@@ -140,4 +140,9 @@ type Table struct {
 	// Errors lists, sorted, the named VIPs that could not be placed (the
 	// address range is full) or were otherwise left out, with why.
 	Errors []string
+
+	// id, log and gen place the table in a lineage of derived tables
+	// (Derive, ChangedSince); zero for a table made by hand.
+	id, gen uint64
+	log     *changeLog
 }
