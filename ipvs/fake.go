@@ -69,7 +69,7 @@ func (f *Fake) Services() ([]Service, error) {
 	for _, s := range f.services {
 		out = append(out, s.svc)
 	}
-	sort.Slice(out, func(i, j int) bool { return keyLess(out[i].ServiceKey, out[j].ServiceKey) })
+	sort.Slice(out, func(i, j int) bool { return vip.CompareServiceKeys(out[i].ServiceKey, out[j].ServiceKey) < 0 })
 	return out, nil
 }
 
@@ -256,15 +256,4 @@ func (f *Fake) SetConns(k vip.ServiceKey, backend netip.AddrPort, active, inacti
 			fs.dests[backend] = d
 		}
 	}
-}
-
-// keyLess orders service keys by address, port, then protocol.
-func keyLess(a, b vip.ServiceKey) bool {
-	if c := a.Addr.Compare(b.Addr); c != 0 {
-		return c < 0
-	}
-	if a.Port != b.Port {
-		return a.Port < b.Port
-	}
-	return a.Protocol < b.Protocol
 }

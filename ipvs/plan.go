@@ -2,6 +2,7 @@ package ipvs
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -23,21 +24,26 @@ import (
 // began is zero, or DrainTimeout after it left; UDP backends and services
 // are deleted at once.
 func (r *Reconciler) plan(desired *vip.Table, now time.Time, all bool) ([]Op, []vip.ServiceKey) {
-	idx := r.prevIdx
-	if desired != r.prev || idx == nil {
-		idx = make(map[vip.ServiceKey]int, len(desired.VIPs))
-		for i := range desired.VIPs {
-			if v := &desired.VIPs[i]; v.Addr.IsValid() {
-				idx[v.ServiceKey] = i
-			}
-		}
-	}
-
 	cand := make(map[vip.ServiceKey]bool)
 	addrCand := make(map[netip.Addr]bool)
-	if all || r.prev == nil {
+	// The usual case: desired descends from the previous table, which
+	// says which keys changed; nothing else is looked at.
+	var changed []vip.ServiceKey
+	incremental := false
+	if !all && r.prev != nil {
+		changed, incremental = desired.ChangedSince(r.prev)
+	}
+	var idx map[vip.ServiceKey]int // only when diffing in full
+	switch {
+	case incremental:
+		for _, k := range changed {
+			cand[k] = true
+		}
+	case all || r.prev == nil:
+		idx = indexOf(desired)
 		for k := range idx {
 			cand[k] = true
+			addrCand[k.Addr] = true
 		}
 		for k := range r.applied {
 			cand[k] = true
@@ -45,39 +51,44 @@ func (r *Reconciler) plan(desired *vip.Table, now time.Time, all bool) ([]Op, []
 		for a := range r.addrs {
 			addrCand[a] = true
 		}
-		for k := range idx {
-			addrCand[k.Addr] = true
-		}
-		for _, a := range r.cfg.LocalAddrs {
-			addrCand[a] = true
-		}
-	} else {
+	default:
+		idx = indexOf(desired)
+		prevIdx := indexOf(r.prev)
 		for k, i := range idx {
-			if j, ok := r.prevIdx[k]; !ok || !sameVIP(&r.prev.VIPs[j], &desired.VIPs[i]) {
+			if j, ok := prevIdx[k]; !ok || !sameVIP(&r.prev.VIPs[j], &desired.VIPs[i]) {
 				cand[k] = true
 			}
 		}
-		for k := range r.prevIdx {
+		for k := range prevIdx {
 			if _, ok := idx[k]; !ok {
 				cand[k] = true
 			}
 		}
+	}
+	if !all && r.prev != nil {
 		for k := range r.drainingSvcs {
 			cand[k] = true
 		}
 		for k := range cand {
 			addrCand[k.Addr] = true
 		}
-		for _, a := range r.cfg.LocalAddrs {
-			addrCand[a] = true
+	}
+	for _, a := range r.cfg.LocalAddrs {
+		addrCand[a] = true
+	}
+	find := func(k vip.ServiceKey) (int, bool) {
+		if idx != nil {
+			i, ok := idx[k]
+			return i, ok
 		}
+		return findVIP(desired, k)
 	}
 	// How many users each address to look at has: desired VIPs, local
 	// addresses, and (below) services kept while they drain.
 	addrUse := make(map[netip.Addr]int, len(addrCand))
-	for i := range desired.VIPs {
-		if a := desired.VIPs[i].Addr; addrCand[a] {
-			addrUse[a]++
+	for a := range addrCand {
+		if n := vipsAt(desired, a); n > 0 {
+			addrUse[a] = n
 		}
 	}
 	for _, a := range r.cfg.LocalAddrs {
@@ -87,20 +98,20 @@ func (r *Reconciler) plan(desired *vip.Table, now time.Time, all bool) ([]Op, []
 	for k := range cand {
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(i, j int) bool { return keyLess(keys[i], keys[j]) })
+	slices.SortFunc(keys, vip.CompareServiceKeys)
 
 	// Room for the writes of every looked-at VIP, so that a table
 	// programmed from empty does not grow the slice log(n) times.
 	room := 0
 	for _, k := range keys {
-		if i, ok := idx[k]; ok {
+		if i, ok := find(k); ok {
 			room += 1 + len(desired.VIPs[i].Backends)
 		}
 	}
 	svcOps := make([]Op, 0, room)
 	var delSvcs []Op
 	for _, k := range keys {
-		if i, ok := idx[k]; ok {
+		if i, ok := find(k); ok {
 			svcOps = r.planService(svcOps, &desired.VIPs[i], now)
 			continue
 		}
@@ -137,8 +148,39 @@ func (r *Reconciler) plan(desired *vip.Table, now time.Time, all bool) ([]Op, []
 	ops = append(ops, svcOps...)
 	ops = append(ops, delSvcs...)
 	ops = append(ops, delAddrs...)
-	r.nextIdx = idx
 	return ops, keys
+}
+
+// indexOf maps each desired VIP's key to its index in t.
+func indexOf(t *vip.Table) map[vip.ServiceKey]int {
+	idx := make(map[vip.ServiceKey]int, len(t.VIPs))
+	for i := range t.VIPs {
+		if v := &t.VIPs[i]; v.Addr.IsValid() {
+			idx[v.ServiceKey] = i
+		}
+	}
+	return idx
+}
+
+// findVIP finds the VIP of key k in t (its VIPs are sorted by key).
+func findVIP(t *vip.Table, k vip.ServiceKey) (int, bool) {
+	if !k.Addr.IsValid() {
+		return 0, false
+	}
+	return slices.BinarySearchFunc(t.VIPs, k, func(v vip.VIP, k vip.ServiceKey) int { return vip.CompareServiceKeys(v.ServiceKey, k) })
+}
+
+// vipsAt counts the VIPs of t at address a: they are adjacent in t.
+func vipsAt(t *vip.Table, a netip.Addr) int {
+	if !a.IsValid() {
+		return 0
+	}
+	lo := sort.Search(len(t.VIPs), func(i int) bool { return t.VIPs[i].Addr.Compare(a) >= 0 })
+	hi := lo
+	for hi < len(t.VIPs) && t.VIPs[hi].Addr == a {
+		hi++
+	}
+	return hi - lo
 }
 
 // sameVIP reports whether two desired VIPs of the same key program the same

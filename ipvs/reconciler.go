@@ -39,10 +39,9 @@ type Reconciler struct {
 	lastFull  time.Time
 	lastDrain time.Time // last read of draining backends' connections
 	seq       uint64    // number of the current sync
-	// prev is the desired table of the last sync and prevIdx its index;
-	// nextIdx is the index plan built for the current one.
-	prev             *vip.Table
-	prevIdx, nextIdx map[vip.ServiceKey]int
+	// prev is the desired table of the last sync: the next table says
+	// what changed since (vip.Table.ChangedSince).
+	prev *vip.Table
 	// replanAll makes the next sync look at every service: a write failed.
 	replanAll bool
 	// drainingSvcs are the services with draining real servers.
@@ -296,7 +295,7 @@ func (r *Reconciler) sync() error {
 			delete(r.drainingSvcs, k)
 		}
 	}
-	r.prev, r.prevIdx = desired, r.nextIdx
+	r.prev = desired
 	r.replanAll = failed > 0
 	r.publish(desired, servicesChanged)
 	if len(r.drainingSvcs) > 0 {
