@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"time"
 
 	"github.com/l4lb/l4lb/pkg/api"
@@ -18,6 +20,27 @@ func apiFlag(fs *flag.FlagSet) *string {
 	return fs.String("api", api.DefaultAddr, "address of the agent's API")
 }
 
+// uint32Value is a flag that holds a whole number from 0 to 2^32-1 and
+// refuses anything else, rather than wrapping it around as a cast would.
+type uint32Value uint32
+
+func (v *uint32Value) String() string { return strconv.FormatUint(uint64(*v), 10) }
+
+func (v *uint32Value) Set(s string) error {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return fmt.Errorf("want a whole number from 0 to %d", uint32(math.MaxUint32))
+	}
+	*v = uint32Value(n)
+	return nil
+}
+
+func uint32Flag(fs *flag.FlagSet, name string, value uint32, usage string) *uint32Value {
+	v := uint32Value(value)
+	fs.Var(&v, name, usage)
+	return &v
+}
+
 func clientContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 15*time.Second)
 }
@@ -26,10 +49,10 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("register", "VIP BACKEND [flags]", "publish a backend that runs on this node, e.g. l4lb register /dcos-101/app2:10000 10.0.0.12:8080", stderr)
 	framework := fs.String("framework", "marathon", "framework that started the app (part of the VIP's DNS name)")
 	protocol := fs.String("protocol", "", "tcp or udp (default tcp, or the VIP's tcp:// or udp:// scheme)")
-	weight := fs.Uint("weight", 1, "weight of this backend (0: takes no new connections)")
+	weight := uint32Flag(fs, "weight", 1, "weight of this backend, 0 to 65535 (0: takes no new connections)")
 	check := fs.String("check", "", "health check: tcp (connect), or http:///PATH (GET PATH on the backend, 2xx passes); none by default")
 	scheduler := fs.String("scheduler", "", "IPVS scheduler the VIP should use: wlc, rr, sh, mh, ... (default wlc)")
-	persistence := fs.Uint("persistence", 0, "seconds of client affinity for the VIP (0: none)")
+	persistence := uint32Flag(fs, "persistence", 0, "seconds of client affinity for the VIP (0: none)")
 	addr := apiFlag(fs)
 	pos, err := parse(fs, args, []string{"VIP", "BACKEND"})
 	if err != nil {

@@ -23,7 +23,8 @@ type Agent interface {
 	Members() Members
 	// Register publishes a backend of this node; created says whether it
 	// is new. Deregister withdraws one; removed says whether it was there.
-	// Both return an *InvalidError for input the agent refuses.
+	// Both return an *InvalidError for input the agent refuses; Register
+	// a *FullError when the node holds as many backends as it can publish.
 	Register(e source.Entry) (created bool, key string, err error)
 	Deregister(e source.Entry) (removed bool, key string, err error)
 	// Ready says whether the agent has merged the cluster state and synced
@@ -36,6 +37,13 @@ type InvalidError struct{ Err error }
 
 func (e *InvalidError) Error() string { return e.Err.Error() }
 func (e *InvalidError) Unwrap() error { return e.Err }
+
+// FullError is a registration the agent refuses because this node holds as
+// many backends as it can publish: a 507, and nothing is stored.
+type FullError struct{ Err error }
+
+func (e *FullError) Error() string { return e.Err.Error() }
+func (e *FullError) Unwrap() error { return e.Err }
 
 // NewHandler serves the API: /v1/vips, /v1/members, /v1/backends, /metrics,
 // /healthz and /readyz. Metrics come from gatherer.
@@ -120,6 +128,11 @@ func (s *server) fail(w http.ResponseWriter, what string, err error) {
 	var invalid *InvalidError
 	if errors.As(err, &invalid) {
 		writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
+		return
+	}
+	var full *FullError
+	if errors.As(err, &full) {
+		writeJSON(w, http.StatusInsufficientStorage, Error{Error: err.Error()})
 		return
 	}
 	s.log.WithError(err).WithField("reason", what).Error("API request failed")
