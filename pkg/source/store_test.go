@@ -9,10 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/l4lb/l4lb/pkg/journal"
 )
 
 func quietLog() *logrus.Logger {
@@ -36,6 +39,7 @@ func openStore(t *testing.T, dir string) *Store {
 	if err != nil {
 		t.Fatalf("OpenStore: %v", err)
 	}
+	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
@@ -131,9 +135,27 @@ func TestStorePutRefusesInvalidAndNormalises(t *testing.T) {
 	}
 }
 
+// failingFile makes the journal's next fail fsyncs fail.
+type failingFile struct {
+	journal.File
+	fail *atomic.Int32
+}
+
+func (f failingFile) Sync() error {
+	if f.fail.Add(-1) >= 0 {
+		return errors.New("disk on fire")
+	}
+	return f.File.Sync()
+}
+
 func TestStoreWriteFailureChangesNothing(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, dir)
+	var fail atomic.Int32
+	s, err := openStoreWith(dir, quietLog(), journal.Options{WrapFile: func(f journal.File) journal.File { return failingFile{f, &fail} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	a := mustLocal(t, Entry{VIP: "/a:80", Backend: "10.0.0.1:80"})
 	if _, err := s.Put(a); err != nil {
 		t.Fatal(err)
@@ -141,21 +163,6 @@ func TestStoreWriteFailureChangesNothing(t *testing.T) {
 	before, err := os.ReadFile(s.Path())
 	if err != nil {
 		t.Fatal(err)
-	}
-
-	var tmpSeen string
-	s.beforeRename = func(tmp string) error {
-		tmpSeen = tmp
-		// The new state is complete in the temporary file before the rename.
-		data, err := os.ReadFile(tmp)
-		if err != nil {
-			return err
-		}
-		var st stateFile
-		if err := json.Unmarshal(data, &st); err != nil {
-			t.Errorf("temporary file is not a whole state: %v", err)
-		}
-		return errors.New("disk on fire")
 	}
 	b := mustLocal(t, Entry{VIP: "/b:80", Backend: "10.0.0.2:80"})
 	a2 := a
@@ -166,66 +173,78 @@ func TestStoreWriteFailureChangesNothing(t *testing.T) {
 		"delete":      func() error { _, err := s.Delete(a.Key()); return err },
 	} {
 		t.Run(name, func(t *testing.T) {
+			fail.Store(1)
 			err := op()
 			if err == nil || !strings.Contains(err.Error(), "disk on fire") {
 				t.Fatalf("err = %v, want the write failure", err)
 			}
 			after, _ := os.ReadFile(s.Path())
 			if string(after) != string(before) {
-				t.Errorf("state file changed by a failed write:\n%s", after)
+				t.Errorf("journal changed by a failed write")
 			}
 			if got := s.List(); len(got) != 1 || got[0] != a {
 				t.Errorf("List after failed write = %+v, want only %+v", got, a)
 			}
-			if _, err := os.Stat(tmpSeen); !os.IsNotExist(err) {
-				t.Errorf("temporary file %s left behind (stat: %v)", tmpSeen, err)
-			}
 		})
+	}
+	if _, err := s.Put(b); err != nil {
+		t.Fatalf("Put once the disk works again: %v", err)
+	}
+	if got := keys(openStore(t, dir).List()); fmt.Sprint(got) != fmt.Sprint([]string{a.Key(), b.Key()}) {
+		t.Errorf("reopened: %v", got)
 	}
 }
 
-// TestStoreFileIsAlwaysWhole reads the state file while it is being
-// rewritten: every read must decode as a whole state.
-func TestStoreFileIsAlwaysWhole(t *testing.T) {
+// TestStoreCopyDuringWritesIsAPrefix copies the journal while registrations
+// are being added: every copy opens to the first m registrations for some m
+// no smaller than the number acknowledged before the copy began. This is
+// what a crash at that moment would leave.
+func TestStoreCopyDuringWritesIsAPrefix(t *testing.T) {
 	s := openStore(t, t.TempDir())
-	if _, err := s.Put(mustLocal(t, Entry{VIP: "/seed:80", Backend: "10.0.0.1:80"})); err != nil {
-		t.Fatal(err)
+	const n = 200
+	locals := make([]Local, n)
+	for i := range locals {
+		locals[i] = mustLocal(t, Entry{VIP: fmt.Sprintf("/app%03d:80", i), Backend: "10.0.0.1:80"})
 	}
+	var acked atomic.Int64
 	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	reads := 0
 	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			data, err := os.ReadFile(s.Path())
-			if err != nil {
-				t.Errorf("read state file: %v", err)
+		defer close(done)
+		for i, l := range locals {
+			if _, err := s.Put(l); err != nil {
+				t.Error(err)
 				return
 			}
-			var st stateFile
-			if err := decodeStrict(data, &st); err != nil {
-				t.Errorf("read a partial state file (%v):\n%s", err, data)
-				return
-			}
-			reads++
+			acked.Store(int64(i + 1))
 		}
 	}()
-	for i := range 200 {
-		l := mustLocal(t, Entry{VIP: fmt.Sprintf("/app%d:80", i%20), Backend: "10.0.0.1:80", Weight: u32(uint32(i))})
-		if _, err := s.Put(l); err != nil {
+	copies := 0
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+			if copies == 0 {
+				t.Error("no copy was taken while writing")
+			}
+			return
+		default:
+		}
+		min := acked.Load()
+		data, err := os.ReadFile(s.Path())
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	close(done)
-	wg.Wait()
-	if reads == 0 {
-		t.Error("the reader never read the file")
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, JournalFile), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got := keys(openStore(t, dir).List())
+		if int64(len(got)) < min {
+			t.Fatalf("copy %d holds %d registrations; %d were acknowledged before it", i, len(got), min)
+		}
+		if want := keys(locals[:len(got)]); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("copy %d is not a prefix: %v", i, got)
+		}
+		copies++
 	}
 }
 
@@ -335,9 +354,14 @@ func TestStoreInvalidEntriesAreCopiedAside(t *testing.T) {
 	if err != nil || string(kept) != content {
 		t.Errorf("copy aside = %q, %v; want the original", kept, err)
 	}
-	e := hook.LastEntry()
-	if e == nil || e.Level != logrus.ErrorLevel {
-		t.Fatalf("no error logged: %+v", e)
+	var e *logrus.Entry
+	for _, entry := range hook.AllEntries() {
+		if entry.Level == logrus.ErrorLevel {
+			e = entry
+		}
+	}
+	if e == nil {
+		t.Fatalf("no error logged: %+v", hook.AllEntries())
 	}
 	for _, want := range []string{"backend 1", `backend "10.0.0.1"`, `backend 2: unknown field "colour"`, "backend 3: /good:80 10.0.0.1:80 is there twice"} {
 		if !strings.Contains(e.Data["reason"].(string), want) {
@@ -381,47 +405,131 @@ func TestStoreRemovesLeftoverTemporaryFiles(t *testing.T) {
 func TestStoreFileFormat(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir)
-	if _, err := s.Put(mustLocal(t, Entry{VIP: "/app:80", Backend: "10.0.0.1:80", Check: "http://hz"})); err != nil {
+	l := mustLocal(t, Entry{VIP: "/app:80", Backend: "10.0.0.1:80", Check: "http://hz"})
+	if _, err := s.Put(l); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(s.Path())
+	if s.Path() != filepath.Join(dir, JournalFile) {
+		t.Errorf("Path = %s", s.Path())
+	}
+	_ = s.Close()
+	j, err := journal.Open(s.Path(), journal.Options{Kind: journalKind, Version: journalVersion, Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st struct {
-		Version  int
-		Backends []map[string]any
+	defer j.Close()
+	raw, ok := j.Get(l.Key())
+	if !ok || j.Len() != 1 {
+		t.Fatalf("journal holds %d records, none under %q", j.Len(), l.Key())
 	}
-	if err := json.Unmarshal(data, &st); err != nil {
+	var got map[string]any
+	if err := json.Unmarshal(raw, &got); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]any{"vip": "/app:80", "backend": "10.0.0.1:80", "framework": "marathon", "protocol": "tcp",
 		"weight": 1.0, "check": "http:///hz", "check_interval": "1s", "check_timeout": "1s", "check_rise": 2.0, "check_fall": 2.0, "scheduler": "wlc"}
-	if st.Version != 1 || len(st.Backends) != 1 || fmt.Sprint(st.Backends[0]) != fmt.Sprint(want) {
-		t.Errorf("state file =\n%s\nwant version 1 and backend %v", data, want)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("record = %s\nwant %v", raw, want)
 	}
 	if fi, _ := os.Stat(s.Path()); fi.Mode().Perm() != 0o644 {
-		t.Errorf("state file mode %v, want 0644", fi.Mode().Perm())
+		t.Errorf("journal mode %v, want 0644", fi.Mode().Perm())
 	}
 }
 
-func BenchmarkStorePut(b *testing.B) {
-	s, err := OpenStore(b.TempDir(), quietLog())
+func TestStoreMigratesStateFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, StateFile)
+	content := `{"version":1,"backends":[
+		{"vip":"/a:80","backend":"10.0.0.1:80","weight":3},
+		{"vip":"udp:///dns:53","backend":"[fd00::1]:53","check":"tcp"}]}`
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, dir)
+	want := []string{"/a:80 10.0.0.1:80", "udp:///dns:53 [fd00::1]:53"}
+	if got := keys(s.List()); fmt.Sprint(got) != fmt.Sprint(want) || s.Len() != 2 || s.Recovered() != "" {
+		t.Fatalf("after migration: %v, Len %d, Recovered %q", got, s.Len(), s.Recovered())
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("%s still there after migration (stat: %v)", path, err)
+	}
+	if kept, _ := os.ReadFile(filepath.Join(dir, MigratedFile)); string(kept) != content {
+		t.Errorf("%s = %q, want the old file", MigratedFile, kept)
+	}
+	if _, err := s.Delete(want[0]); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	again := openStore(t, dir)
+	if got := keys(again.List()); fmt.Sprint(got) != fmt.Sprint(want[1:]) {
+		t.Errorf("reopened after migration: %v, want %v", got, want[1:])
+	}
+	if g, _ := again.Get(want[1]); g.Check.Kind != "tcp" {
+		t.Errorf("migrated registration lost its check: %+v", g)
+	}
+	// A crash between the migration's write and the rename migrates again:
+	// the state file's registrations replace those with their keys.
+	_ = again.Close()
+	if err := os.WriteFile(path, []byte(`{"version":1,"backends":[{"vip":"/a:80","backend":"10.0.0.1:80","weight":3}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := keys(openStore(t, dir).List()); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("second migration: %v, want %v", got, want)
+	}
+}
+
+func TestStoreJournalInvalidRecordsAreCopiedAside(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, JournalFile)
+	j, err := journal.Open(path, journal.Options{Kind: journalKind, Version: journalVersion, Log: quietLog()})
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	for i := range 100 {
-		if _, err := s.Put(mustLocal(b, Entry{VIP: fmt.Sprintf("/app%d:80", i), Backend: "10.0.0.1:80"})); err != nil {
-			b.Fatal(err)
-		}
+	ops := []journal.Op{
+		{Key: "/good:80 10.0.0.1:80", Value: []byte(`{"vip":"/good:80","backend":"10.0.0.1:80"}`)},
+		{Key: "/bad:80 10.0.0.1", Value: []byte(`{"vip":"/bad:80","backend":"10.0.0.1"}`)},
+		{Key: "junk", Value: []byte(`{not json`)},
+		{Key: "/Moved:80 10.0.0.2:80", Value: []byte(`{"vip":"/Moved:80","backend":"10.0.0.2:80"}`)},
 	}
-	l := mustLocal(b, Entry{VIP: "/bench:80", Backend: "10.0.0.1:80"})
-	i := uint32(0)
-	for b.Loop() {
-		i++
-		l.Weight = i % 100
-		if _, err := s.Put(l); err != nil {
-			b.Fatal(err)
-		}
+	if err := j.Apply(ops, nil); err != nil {
+		t.Fatal(err)
+	}
+	_ = j.Close()
+	before, _ := os.ReadFile(path)
+	log, hook := test.NewNullLogger()
+	s, err := OpenStore(dir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := []string{"/good:80 10.0.0.1:80", "/moved:80 10.0.0.2:80"}
+	if got := keys(s.List()); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("kept %v, want %v", got, want)
+	}
+	if kept, _ := os.ReadFile(s.Recovered()); string(kept) != string(before) || !strings.HasPrefix(s.Recovered(), path+".bad-") {
+		t.Errorf("Recovered %q does not hold the journal as it was", s.Recovered())
+	}
+	if e := hook.LastEntry(); e == nil || e.Level != logrus.ErrorLevel || !strings.Contains(e.Data["reason"].(string), `record "junk"`) {
+		t.Errorf("last log entry %+v, want an error naming the bad record", e)
+	}
+	_ = s.Close()
+	again := openStore(t, dir)
+	if got := keys(again.List()); again.Recovered() != "" || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("reopen: Recovered %q, %v", again.Recovered(), got)
+	}
+}
+
+func TestStoreNotAJournalIsMovedAside(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, JournalFile)
+	if err := os.WriteFile(path, []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, dir)
+	if kept, _ := os.ReadFile(s.Recovered()); string(kept) != "garbage" || s.Len() != 0 {
+		t.Errorf("Recovered %q holds %q; %d registrations", s.Recovered(), kept, s.Len())
+	}
+	if _, err := s.Put(mustLocal(t, Entry{VIP: "/a:80", Backend: "10.0.0.1:80"})); err != nil {
+		t.Fatal(err)
 	}
 }
