@@ -186,7 +186,7 @@ func BenchmarkConvergence(b *testing.B) {
 				k := rand.IntN(n)
 				origin := nodes[k]
 				origin.c.Publish([]vip.Registration{benchReg(k, i+1)})
-				v := origin.c.store.selfRecord().Version
+				v := origin.c.store.selfVersion()
 				start := time.Now()
 				pending := slices.Clone(nodes)
 				for len(pending) > 0 {
@@ -194,7 +194,7 @@ func BenchmarkConvergence(b *testing.B) {
 						for _, m := range pending[:min(3, len(pending))] {
 							var held Version
 							if e := m.c.store.records[origin.name]; e != nil {
-								held = e.rec.Version
+								held = e.rec.version
 							}
 							b.Logf("%s: origin %s is %q, holds %v want %v; stats %+v", m.name, origin.name,
 								memberState(m.c, origin.name), held, v, m.c.Stats())
@@ -253,7 +253,7 @@ func changeStream(b *testing.B, net *memnet.Network, nodes []*memNode, rate int,
 		<-tick.C
 		j := rand.IntN(n)
 		nodes[j].c.Publish([]vip.Registration{benchReg(j, 100000+i)})
-		last[j] = nodes[j].c.store.selfRecord().Version
+		last[j] = nodes[j].c.store.selfVersion()
 		if i%10 == 0 {
 			maxBacklog = max(maxBacklog, net.Backlog())
 		}

@@ -8,6 +8,7 @@ import (
 	"log"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,11 +20,27 @@ import (
 	"github.com/l4lb/l4lb/vip"
 )
 
-// inlineRecordBytes is the largest record broadcast whole. A memberlist
+// inlineRecordBytes is the largest delta gossiped inline. A memberlist
 // packet holds 1400 bytes, less the compound header, a label of up to 257
 // bytes and 29 bytes of encryption: about 1110 bytes in the worst case.
-// Larger records are announced with a notice and fetched over TCP.
+// A larger change is announced with a notice and pulled over TCP.
 const inlineRecordBytes = 1024
+
+// recentChanges is how many of this node's latest publications are kept
+// (their keys), so that the delta it gossips spans as many versions as fit
+// in a packet: a peer that missed one of them still applies the next.
+const recentChanges = 8
+
+// recentKeysMax is the most keys kept for one publication; a larger one
+// does not fit in a packet anyway.
+const recentKeysMax = 64
+
+// ErrRecordFull is returned (wrapped) by PublishDelta when the change would
+// take this node's record past MaxRecordBytes on the wire; nothing changed.
+var ErrRecordFull = errors.New("gossip: this node's record is full")
+
+// ErrLeft is returned by PublishDelta after Leave or Shutdown.
+var ErrLeft = errors.New("gossip: this node has left the cluster")
 
 // Cluster is this node's membership in the gossip cluster. Its methods are
 // safe for concurrent use.
@@ -40,7 +57,7 @@ type Cluster struct {
 	announce *broadcastQueue
 	changes  chan struct{}
 	pullWake chan struct{}
-	replies  chan string
+	replies  chan pullRequest
 	badLog   *logLimiter
 	keyring  *memberlist.Keyring
 
@@ -48,11 +65,18 @@ type Cluster struct {
 	generation atomic.Uint64
 	livePeers  atomic.Int64
 
-	mu      sync.Mutex // guards seq, ml, started, left; serialises publications
-	seq     uint64
+	mu      sync.Mutex // guards ml, started, left, recent, fullReply; serialises publications
 	ml      *memberlist.Memberlist
 	started bool
 	left    bool
+	// recent holds the keys of this node's latest publications, oldest
+	// first, consecutive seqs (see queueSelfLocked).
+	recent []selfChange
+	// fullReply caches the encoded whole record for pulls, by version.
+	fullReply struct {
+		version Version
+		msg     []byte
+	}
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -72,7 +96,7 @@ func New(cfg Config) (*Cluster, error) {
 		store:    newStore(cfg.NodeName),
 		changes:  make(chan struct{}, 1),
 		pullWake: make(chan struct{}, 1),
-		replies:  make(chan string, 256),
+		replies:  make(chan pullRequest, 256),
 		badLog:   newLogLimiter(10, time.Second),
 		stop:     make(chan struct{}),
 	}
@@ -98,7 +122,7 @@ func New(cfg Config) (*Cluster, error) {
 		gen = 1
 	}
 	c.generation.Store(gen)
-	c.seq = 1
+	c.store.notify = c.signal
 	c.store.setSelf(&record{Node: cfg.NodeName, Version: Version{Generation: gen, Seq: 1}}, c.now())
 	return c, nil
 }
@@ -131,9 +155,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 		"label": c.cfg.Label, "encrypted": c.keyring != nil}).Info("gossip started")
 
 	// Announce this node's record (an empty one, or what Publish set).
-	if r := c.store.selfRecord(); r != nil {
-		c.queueRecordLocked(r)
-	}
+	c.queueSelfLocked()
 	c.wg.Add(2)
 	go c.joinSeeds(ctx, self.Address())
 	go c.run()
@@ -299,8 +321,8 @@ func (c *Cluster) run() {
 		select {
 		case <-c.stop:
 			return
-		case requester := <-c.replies:
-			c.answerPull(requester, send)
+		case req := <-c.replies:
+			c.answerPull(req, send)
 		case <-c.pullWake:
 			c.pullDue(inflight, send)
 		case <-tick.C:
@@ -309,8 +331,9 @@ func (c *Cluster) run() {
 			// A record broadcast can miss a node (gossip is random); this
 			// notice lets every node see within an interval or two that
 			// it is behind, and pull.
-			if r := c.store.selfRecord(); r != nil && c.livePeers.Load() > 0 {
-				c.announce.QueueBroadcast(&nodeBroadcast{node: r.Node, msg: encodeNotice(r.Node, r.Version)})
+			if c.livePeers.Load() > 0 {
+				v := c.store.selfVersion()
+				c.announce.QueueBroadcast(&nodeBroadcast{node: c.cfg.NodeName, msg: encodeNotice(c.cfg.NodeName, v)})
 			}
 		case <-sweep.C:
 			if n := c.store.sweep(c.now(), c.timing.ForgetAfter); n > 0 {
@@ -370,7 +393,7 @@ func (c *Cluster) pullDue(inflight map[string]pull, send func(func()) bool) {
 			return
 		}
 		t := t
-		msg := encodePull(c.cfg.NodeName, t.name)
+		msg := encodePull(c.cfg.NodeName, t.name, t.since, t.layout)
 		ok := send(func() {
 			err := ml.SendReliable(&memberlist.Node{Name: t.name, Addr: t.addr, Port: t.port}, msg)
 			if err != nil {
@@ -395,18 +418,40 @@ type pull struct {
 	version Version
 }
 
-// answerPull sends this node's record to a member that asked for it.
-func (c *Cluster) answerPull(requester string, send func(func()) bool) {
-	t, ok := c.store.member(requester)
+// pullRequest is a peer's request for what changed since the version it
+// holds.
+type pullRequest struct {
+	requester string
+	since     Version
+	layout    uint8
+}
+
+// answerPull sends a peer the pages of this node's record that changed
+// since the version it holds (everything if it holds another generation or
+// layout).
+func (c *Cluster) answerPull(req pullRequest, send func(func()) bool) {
+	t, ok := c.store.member(req.requester)
 	ml := c.memberlist()
 	if !ok || ml == nil {
 		return
 	}
-	r := c.store.selfRecord()
-	msg := encodeRecord(r)
+	p := c.store.pagesSince(req.since, req.layout)
+	var msg []byte
+	if p.Full {
+		c.mu.Lock()
+		if c.fullReply.version == (Version{Generation: p.Gen, Seq: p.Seq}) && c.fullReply.msg != nil {
+			msg = c.fullReply.msg
+		} else {
+			msg = encodePages(p)
+			c.fullReply.version, c.fullReply.msg = Version{Generation: p.Gen, Seq: p.Seq}, msg
+		}
+		c.mu.Unlock()
+	} else {
+		msg = encodePages(p)
+	}
 	send(func() {
 		if err := ml.SendReliable(&memberlist.Node{Name: t.name, Addr: t.addr, Port: t.port}, msg); err != nil {
-			c.log.WithField("peer", requester).WithField("reason", err).Debug("record pull reply failed")
+			c.log.WithField("peer", req.requester).WithField("reason", err).Debug("record pull reply failed")
 			return
 		}
 		c.counters.pullsServed.Add(1)
@@ -414,43 +459,130 @@ func (c *Cluster) answerPull(requester string, send func(func()) bool) {
 	})
 }
 
-// Publish replaces this node's registrations with regs and gossips the
-// change. Publishing the registrations already published does nothing.
-// Publish may be called before Start.
+// Publish replaces this node's registrations with regs (normalised; of
+// registrations with the same vip.RegKey the last counts) and gossips what
+// changed: it is a diff, then PublishDelta. Publishing the registrations
+// already published does nothing. A change that would make the record full
+// is refused and logged; PublishDelta returns it as an error. Publish may
+// be called before Start.
 func (c *Cluster) Publish(regs []vip.Registration) {
-	norm := normalizeRegistrations(regs)
+	want := make(map[vip.RegKey]bool, len(regs))
+	for i := range regs {
+		want[regs[i].Key()] = true
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.left {
 		return
 	}
-	cur := c.store.selfRecord()
-	if !cur.Leaving && equalRegistrations(cur.Registrations, norm) {
-		return
+	var removed []vip.RegKey
+	for _, k := range c.store.selfKeys() {
+		if !want[k] {
+			removed = append(removed, k)
+		}
 	}
-	r := &record{Node: c.cfg.NodeName, Version: Version{Generation: c.generation.Load(), Seq: c.seq + 1}, Registrations: norm}
-	if n := len(encodeRecord(r)); n > MaxMessageBytes {
-		c.log.WithFields(logrus.Fields{"backends": len(norm), "bytes": n,
-			"reason": fmt.Sprintf("record over %d bytes", MaxMessageBytes)}).
+	if err := c.publishLocked(regs, removed); err != nil {
+		c.log.WithFields(logrus.Fields{"backends": len(regs), "reason": err.Error()}).
 			Error("registrations not published; the previous ones stay")
-		return
 	}
-	c.seq++
-	c.store.setSelf(r, c.now())
-	if c.started {
-		c.queueRecordLocked(r)
-	}
-	c.signal()
 }
 
-// queueRecordLocked queues a record of this node for gossip: whole when it
-// fits in a packet, else as a notice that peers answer with a pull.
-func (c *Cluster) queueRecordLocked(r *record) {
-	msg := encodeRecord(r)
-	if len(msg) > inlineRecordBytes {
-		msg = encodeNotice(r.Node, r.Version)
+// PublishDelta changes this node's registrations by key: set adds or
+// replaces (by vip.RegKey; registrations are normalised first, and of two
+// with one key the last counts), removed drops; a key in both is set. It
+// costs O(len(set)+len(removed)) amortised. It returns an error wrapping
+// ErrRecordFull and changes nothing when the record would pass
+// MaxRecordBytes, and ErrLeft after Leave or Shutdown. A change that
+// changes nothing bumps no version and sends nothing. PublishDelta may be
+// called before Start.
+func (c *Cluster) PublishDelta(set []vip.Registration, removed []vip.RegKey) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.left {
+		return ErrLeft
 	}
-	c.queue.QueueBroadcast(&nodeBroadcast{node: r.Node, msg: msg})
+	return c.publishLocked(set, removed)
+}
+
+func (c *Cluster) publishLocked(set []vip.Registration, removed []vip.RegKey) error {
+	changed, v, err := c.store.publish(set, removed, c.now())
+	if err != nil {
+		return fmt.Errorf("publish %d registrations, remove %d: %w", len(set), len(removed), err)
+	}
+	if changed == nil {
+		return nil
+	}
+	ch := selfChange{seq: v.Seq}
+	if len(changed) <= recentKeysMax {
+		ch.keys = changed
+	} else {
+		ch.big = true
+	}
+	c.recent = append(c.recent, ch)
+	if len(c.recent) > recentChanges {
+		c.recent = slices.Delete(c.recent, 0, len(c.recent)-recentChanges)
+	}
+	if c.started {
+		c.queueSelfLocked()
+	}
+	return nil
+}
+
+// TakeChanges returns, per node, how the registrations visible in State()
+// changed since the previous call, coalesced: a key changed many times
+// appears once, with its final value (Set) or in Removed; a node that
+// became invisible (dead, left) has all its keys in Removed; one that
+// became visible has all its registrations in Set. Nodes are sorted by
+// name. The first call returns everything in State(); from then on the
+// cost is in proportion to the changes. Applying every result in turn to
+// an empty map gives State().
+func (c *Cluster) TakeChanges() []vip.NodeDelta { return c.store.takeChanges() }
+
+// selfChange is one publication of this node: its seq and the keys it
+// changed (big: too many to keep).
+type selfChange struct {
+	seq  uint64
+	keys []vip.RegKey
+	big  bool
+}
+
+// queueSelfLocked queues gossip about this node's current record: the
+// whole record when it fits in a packet (anyone can apply it), else a delta
+// spanning as many of the latest publications as fit (a peer holding any
+// version from its base on applies it), else a notice that peers answer
+// with a pull. c.mu is held.
+func (c *Cluster) queueSelfLocked() {
+	v := c.store.selfVersion()
+	msg := c.selfGossip(v)
+	c.queue.QueueBroadcast(&nodeBroadcast{node: c.cfg.NodeName, msg: msg})
+}
+
+func (c *Cluster) selfGossip(v Version) []byte {
+	if _, bytes := c.store.selfSize(); bytes <= inlineRecordBytes {
+		if msg := encodeDelta(c.store.selfDelta(0, nil)); len(msg) <= inlineRecordBytes {
+			return msg
+		}
+	}
+	var best []byte
+	var keys []vip.RegKey
+	expect := v.Seq
+	for i := len(c.recent) - 1; i >= 0; i-- {
+		ch := c.recent[i]
+		if ch.seq != expect || ch.big || ch.seq <= 1 {
+			break
+		}
+		keys = append(keys, ch.keys...)
+		msg := encodeDelta(c.store.selfDelta(ch.seq-1, keys))
+		if len(msg) > inlineRecordBytes {
+			break
+		}
+		best = msg
+		expect--
+	}
+	if best != nil {
+		return best
+	}
+	return encodeNotice(c.cfg.NodeName, v)
 }
 
 // fence moves this node's generation past v, a version of its own name
@@ -459,20 +591,18 @@ func (c *Cluster) queueRecordLocked(r *record) {
 func (c *Cluster) fence(v Version) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cur := c.store.selfRecord()
-	if !cur.Version.Less(v) || c.left {
+	if !c.store.selfVersion().Less(v) || c.left {
 		return
 	}
 	c.counters.generationBumps.Add(1)
 	gen := v.Generation + 1
 	c.generation.Store(gen)
-	c.seq = 1
-	r := &record{Node: cur.Node, Version: Version{Generation: gen, Seq: 1}, Registrations: cur.Registrations}
-	c.store.setSelf(r, c.now())
+	c.store.fenceSelf(gen, c.now())
+	c.recent = nil
 	c.log.WithFields(logrus.Fields{"seen": v, "generation": gen,
 		"reason": "a newer record of this node's name is in the cluster"}).Warn("moved generation forward")
 	if c.started {
-		c.queueRecordLocked(r)
+		c.queueSelfLocked()
 		ml := c.ml
 		c.wg.Add(1)
 		go func() {
@@ -530,11 +660,8 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 		c.mu.Unlock()
 		return c.Shutdown()
 	}
-	cur := c.store.selfRecord()
-	r := &record{Node: cur.Node, Version: Version{Generation: cur.Version.Generation, Seq: c.seq + 1}, Leaving: true}
-	c.seq++
-	c.store.setSelf(r, c.now())
-	c.queueRecordLocked(r)
+	d := c.store.leaveSelf(c.now())
+	c.queue.QueueBroadcast(&nodeBroadcast{node: c.cfg.NodeName, msg: encodeDelta(d)})
 	c.left = true // no publication may follow the leaving record
 	ml := c.ml
 	c.mu.Unlock()

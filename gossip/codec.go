@@ -11,65 +11,90 @@ import (
 	"github.com/l4lb/l4lb/vip"
 )
 
-// Wire format, version 1. Every message starts with two bytes: the format
-// version (formatVersion) and the message kind. Integers are unsigned
-// varints unless said otherwise; a string is a varint length (at most
-// maxStringBytes) and its bytes; an address is one byte (0 invalid, 4 IPv4,
-// 6 IPv6) then its 4 or 16 bytes, and for IPv6 a zone string.
+// Wire format, version 2 (the README has the full reference). Every message
+// starts with two bytes: the format version (formatVersion) and the message
+// kind. Integers are unsigned varints unless said otherwise; a string is a
+// varint length (at most maxStringBytes) and its bytes; an address is one
+// byte (0 invalid, 4 IPv4, 6 IPv6) then its 4 or 16 bytes, and for IPv6 a
+// zone string; a sum is 8 bytes big endian.
 //
-//	record:  node, generation, seq, flags (1 byte; bit 0 = leaving),
-//	         count, count × registration
+//	delta:   node, generation, base, seq, layout (1 byte), flags (1 byte;
+//	         bit 0 leaving), sum, count, count × key (removed),
+//	         count, count × registration (set)
 //	notice:  node, generation, seq
-//	pull:    requester, node
-//	state:   count, count × (record without its two header bytes)
+//	pull:    requester, node, since generation, since seq, since layout
+//	digest:  count, count × (node, generation, seq, flags, sum)
+//	pages:   node, generation, base, seq, layout, flags (bit 0 leaving,
+//	         bit 1 full), sum, count, count × (page index, page seq,
+//	         count, count × registration)
 //
-// A registration is: protocol, name, VIP address, VIP port (2 bytes, big
-// endian), framework, backend address, backend port (2 bytes), weight,
-// health, scheduler, persistence, claim address, claim time (1 byte 0 for
-// none, or 1 then signed varint seconds and varint nanoseconds, UTC).
+// A key is: protocol, name, VIP address, VIP port (2 bytes, big endian),
+// framework, backend address, backend port (2 bytes). A registration is its
+// key then weight, health, scheduler, persistence, claim address, claim time
+// (1 byte 0 for none, or 1 then signed varint seconds and varint
+// nanoseconds, UTC).
 //
-// The decoder trusts nothing: every length is checked against what is left
-// of the buffer before anything is allocated, unknown versions, kinds, flags
-// and trailing bytes are errors, and a message larger than its cap is refused
-// before it is read.
-const formatVersion = 1
+// The decoder trusts nothing: every count is checked against what is left
+// of the buffer before anything is allocated; unknown versions, kinds and
+// flags, duplicate keys, pages out of order or out of the layout, a
+// registration in a page its key does not hash to, and trailing bytes are
+// errors; a message larger than its cap is refused before it is read.
+const formatVersion = 2
 
 // msgKind says what a message carries.
 type msgKind byte
 
 const (
-	kindRecord msgKind = 1 // a node's full record (small records, broadcast)
-	kindNotice msgKind = 2 // "node X is now at version V" (large records)
-	kindPull   msgKind = 3 // "send me your record" (answered over TCP)
-	kindState  msgKind = 4 // many records (push/pull anti-entropy)
+	kindDelta  msgKind = 1 // a change of a node's record from base to seq (gossip)
+	kindNotice msgKind = 2 // "node X is now at version V" (change too large to gossip)
+	kindPull   msgKind = 3 // "send me what changed since my version" (TCP)
+	kindDigest msgKind = 4 // every node's version (push/pull anti-entropy)
+	kindPages  msgKind = 5 // the pages that changed since a version (TCP reply)
 )
 
 func (k msgKind) String() string {
 	switch k {
-	case kindRecord:
-		return "record"
+	case kindDelta:
+		return "delta"
 	case kindNotice:
 		return "notice"
 	case kindPull:
 		return "pull"
-	case kindState:
-		return "state"
+	case kindDigest:
+		return "digest"
+	case kindPages:
+		return "pages"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
 
-// Size caps. MaxMessageBytes bounds a record, notice or pull message (and
-// so the registrations one node may publish); MaxStateBytes bounds the full
-// state exchanged on push/pull, below memberlist's own 20 MiB limit.
+// Size caps. MaxRegistrations is the most registrations one node may
+// publish (PublishDelta refuses more: ErrRecordFull); MaxMessageBytes
+// bounds a gossip message or pull request;
+// MaxRecordBytes bounds one node's record as carried whole in a pages reply
+// (PublishDelta refuses to grow a record past it: ErrRecordFull);
+// MaxStreamBytes bounds any message read from TCP, below memberlist's own
+// 20 MiB; MaxStateBytes bounds a push/pull digest.
 const (
-	MaxMessageBytes = 1 << 20
-	MaxStateBytes   = 16 << 20
-	maxStringBytes  = 1024
-	// minRegistrationBytes is the fewest bytes one registration can take on
-	// the wire; a count larger than what is left divided by this is a lie.
+	MaxRegistrations = 200_000
+	MaxMessageBytes  = 1 << 20
+	MaxRecordBytes   = 16 << 20
+	MaxStreamBytes   = MaxRecordBytes + 1<<16
+	MaxStateBytes    = 16 << 20
+	maxStringBytes   = 1024
+	// minKeyBytes and minRegistrationBytes are the fewest bytes one key or
+	// registration can take on the wire; a count larger than what is left
+	// divided by this is a lie.
+	minKeyBytes          = 9
 	minRegistrationBytes = 15
-	// minRecordBytes is the same bound for a record inside a state message.
-	minRecordBytes = 6
+	// minDigestEntryBytes, minPageBytes: the same bound for digest
+	// entries and pages.
+	minDigestEntryBytes = 13
+	minPageBytes        = 3
+	// pageHeaderBytes bounds a page's index, seq and count on the wire;
+	// messageHeaderBytes a pages message's header (node name included).
+	pageHeaderBytes    = 24
+	messageHeaderBytes = 64 + maxStringBytes
 )
 
 // Decoding errors, for tests and counters.
@@ -78,17 +103,60 @@ var (
 	ErrMalformed = errors.New("malformed message")
 )
 
+// deltaMsg is a change of Node's record from version (Gen, Base) to (Gen,
+// Seq): the final value of every key that changed in between. A peer that
+// holds any version from Base to Seq of that generation can apply it. Base
+// 0 means the whole record (Set is everything): anyone can apply it. A
+// leaving delta empties the record.
+type deltaMsg struct {
+	Node           string
+	Gen, Base, Seq uint64
+	Layout         uint8
+	Leaving        bool
+	Sum            uint64
+	Removed        []vip.RegKey
+	Set            []vip.Registration
+}
+
+// pagesMsg is the reply to a pull: the pages of Node's record at (Gen,
+// Seq) that changed after Base, each whole; or, when Full, every non-empty
+// page (the receiver drops what it held).
+type pagesMsg struct {
+	Node           string
+	Gen, Base, Seq uint64
+	Layout         uint8
+	Leaving, Full  bool
+	Sum            uint64
+	Pages          []pageMsg
+}
+
+// pageMsg is one page of a pages reply.
+type pageMsg struct {
+	Index uint32
+	Seq   uint64
+	Regs  []vip.Registration
+}
+
+// digestEntry is one node's version in a push/pull digest.
+type digestEntry struct {
+	Node    string
+	Version Version
+	Leaving bool
+	Sum     uint64
+}
+
 // message is one decoded message; which fields are set depends on Kind.
 type message struct {
-	Kind msgKind
-	// Record is set for kindRecord.
-	Record *record
-	// Node and Version are set for kindNotice; Node and Requester for kindPull.
+	Kind  msgKind
+	Delta *deltaMsg
+	Pages *pagesMsg
+	// Node and Version are set for kindNotice; Node, Requester, Version
+	// (since) and Layout for kindPull.
 	Node      string
 	Version   Version
+	Layout    uint8
 	Requester string
-	// Records is set for kindState.
-	Records []*record
+	Digest    []digestEntry
 }
 
 // encoder appends to a byte slice.
@@ -98,6 +166,7 @@ func (e *encoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
 func (e *encoder) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
 func (e *encoder) byte1(v byte)     { e.b = append(e.b, v) }
 func (e *encoder) uint16(v uint16)  { e.b = binary.BigEndian.AppendUint16(e.b, v) }
+func (e *encoder) uint64(v uint64)  { e.b = binary.BigEndian.AppendUint64(e.b, v) }
 func (e *encoder) str(s string) {
 	e.uvarint(uint64(len(s)))
 	e.b = append(e.b, s...)
@@ -119,14 +188,18 @@ func (e *encoder) addr(a netip.Addr) {
 	}
 }
 
-func (e *encoder) registration(r *vip.Registration) {
-	e.str(string(r.VIP.Protocol))
-	e.str(r.VIP.Name)
-	e.addr(r.VIP.Addr)
-	e.uint16(r.VIP.Port)
-	e.str(r.Framework)
-	e.addr(r.Backend.Addr())
-	e.uint16(r.Backend.Port())
+func (e *encoder) regKey(k vip.RegKey) {
+	e.str(string(k.VIP.Protocol))
+	e.str(k.VIP.Name)
+	e.addr(k.VIP.Addr)
+	e.uint16(k.VIP.Port)
+	e.str(k.Framework)
+	e.addr(k.Backend.Addr())
+	e.uint16(k.Backend.Port())
+}
+
+// regRest encodes what follows a registration's key.
+func (e *encoder) regRest(r *vip.Registration) {
 	e.uvarint(uint64(r.Weight))
 	e.str(string(r.Health))
 	e.str(r.Scheduler)
@@ -141,29 +214,40 @@ func (e *encoder) registration(r *vip.Registration) {
 	}
 }
 
-func (e *encoder) recordBody(r *record) {
-	e.str(r.Node)
-	e.uvarint(r.Version.Generation)
-	e.uvarint(r.Version.Seq)
-	var flags byte
-	if r.Leaving {
-		flags |= 1
-	}
-	e.byte1(flags)
-	e.uvarint(uint64(len(r.Registrations)))
-	for i := range r.Registrations {
-		e.registration(&r.Registrations[i])
-	}
+func (e *encoder) registration(r *vip.Registration) {
+	e.regKey(r.Key())
+	e.regRest(r)
 }
 
 func header(k msgKind) encoder {
 	return encoder{b: []byte{formatVersion, byte(k)}}
 }
 
-// encodeRecord encodes one record message.
-func encodeRecord(r *record) []byte {
-	e := header(kindRecord)
-	e.recordBody(r)
+func leavingFlag(l bool) byte {
+	if l {
+		return 1
+	}
+	return 0
+}
+
+// encodeDelta encodes a delta message.
+func encodeDelta(d *deltaMsg) []byte {
+	e := header(kindDelta)
+	e.str(d.Node)
+	e.uvarint(d.Gen)
+	e.uvarint(d.Base)
+	e.uvarint(d.Seq)
+	e.byte1(d.Layout)
+	e.byte1(leavingFlag(d.Leaving))
+	e.uint64(d.Sum)
+	e.uvarint(uint64(len(d.Removed)))
+	for _, k := range d.Removed {
+		e.regKey(k)
+	}
+	e.uvarint(uint64(len(d.Set)))
+	for i := range d.Set {
+		e.registration(&d.Set[i])
+	}
 	return e.b
 }
 
@@ -176,20 +260,54 @@ func encodeNotice(node string, v Version) []byte {
 	return e.b
 }
 
-// encodePull encodes a request from requester for node's record.
-func encodePull(requester, node string) []byte {
+// encodePull encodes a request from requester for what changed in node's
+// record since the version it holds (zero: it holds none) in layout.
+func encodePull(requester, node string, since Version, layout uint8) []byte {
 	e := header(kindPull)
 	e.str(requester)
 	e.str(node)
+	e.uvarint(since.Generation)
+	e.uvarint(since.Seq)
+	e.byte1(layout)
 	return e.b
 }
 
-// encodeState encodes many records for push/pull.
-func encodeState(records []*record) []byte {
-	e := header(kindState)
-	e.uvarint(uint64(len(records)))
-	for _, r := range records {
-		e.recordBody(r)
+// encodeDigest encodes the versions of many nodes, for push/pull.
+func encodeDigest(entries []digestEntry) []byte {
+	e := header(kindDigest)
+	e.uvarint(uint64(len(entries)))
+	for _, d := range entries {
+		e.str(d.Node)
+		e.uvarint(d.Version.Generation)
+		e.uvarint(d.Version.Seq)
+		e.byte1(leavingFlag(d.Leaving))
+		e.uint64(d.Sum)
+	}
+	return e.b
+}
+
+// encodePages encodes a pull reply.
+func encodePages(p *pagesMsg) []byte {
+	e := header(kindPages)
+	e.str(p.Node)
+	e.uvarint(p.Gen)
+	e.uvarint(p.Base)
+	e.uvarint(p.Seq)
+	e.byte1(p.Layout)
+	flags := leavingFlag(p.Leaving)
+	if p.Full {
+		flags |= 2
+	}
+	e.byte1(flags)
+	e.uint64(p.Sum)
+	e.uvarint(uint64(len(p.Pages)))
+	for _, pg := range p.Pages {
+		e.uvarint(uint64(pg.Index))
+		e.uvarint(pg.Seq)
+		e.uvarint(uint64(len(pg.Regs)))
+		for i := range pg.Regs {
+			e.registration(&pg.Regs[i])
+		}
 	}
 	return e.b
 }
@@ -270,6 +388,14 @@ func (d *decoder) uint16(what string) uint16 {
 	return binary.BigEndian.Uint16(v)
 }
 
+func (d *decoder) uint64(what string) uint64 {
+	v := d.bytes(8, what)
+	if v == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
 func (d *decoder) str(what string) string {
 	n := d.uvarint(what)
 	if d.err != nil {
@@ -280,6 +406,34 @@ func (d *decoder) str(what string) string {
 		return ""
 	}
 	return string(d.bytes(int(n), what))
+}
+
+func (d *decoder) node(what string) string {
+	s := d.str(what)
+	if d.err == nil && s == "" {
+		d.fail("empty %s", what)
+	}
+	return s
+}
+
+func (d *decoder) count(what string, minBytes int) int {
+	n := d.uvarint(what)
+	if d.err != nil {
+		return 0
+	}
+	if n > uint64(len(d.b)/minBytes) {
+		d.fail("%d %s cannot fit in %d bytes", n, what, len(d.b))
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) layout() uint8 {
+	l := d.byte1("layout")
+	if l > maxLayout {
+		d.fail("layout %d over %d", l, maxLayout)
+	}
+	return l
 }
 
 func (d *decoder) addr(what string) netip.Addr {
@@ -309,15 +463,21 @@ func (d *decoder) addr(what string) netip.Addr {
 	}
 }
 
-func (d *decoder) registration() vip.Registration {
-	var r vip.Registration
-	r.VIP.Protocol = vip.Protocol(d.str("protocol"))
-	r.VIP.Name = d.str("vip name")
-	r.VIP.Addr = d.addr("vip address")
-	r.VIP.Port = d.uint16("vip port")
-	r.Framework = d.str("framework")
+func (d *decoder) regKey() vip.RegKey {
+	var k vip.RegKey
+	k.VIP.Protocol = vip.Protocol(d.str("protocol"))
+	k.VIP.Name = d.str("vip name")
+	k.VIP.Addr = d.addr("vip address")
+	k.VIP.Port = d.uint16("vip port")
+	k.Framework = d.str("framework")
 	backend := d.addr("backend address")
-	r.Backend = netip.AddrPortFrom(backend, d.uint16("backend port"))
+	k.Backend = netip.AddrPortFrom(backend, d.uint16("backend port"))
+	return k
+}
+
+func (d *decoder) registration() vip.Registration {
+	k := d.regKey()
+	r := vip.Registration{VIP: k.VIP, Framework: k.Framework, Backend: k.Backend}
 	r.Weight = d.uint32("weight")
 	r.Health = vip.Health(d.str("health"))
 	r.Scheduler = d.str("scheduler")
@@ -344,41 +504,117 @@ func (d *decoder) registration() vip.Registration {
 	return r
 }
 
-func (d *decoder) recordBody() *record {
-	r := &record{}
-	r.Node = d.str("node")
-	if d.err == nil && r.Node == "" {
-		d.fail("empty node name")
+func (d *decoder) flags(allowed byte) byte {
+	f := d.byte1("flags")
+	if f&^allowed != 0 {
+		d.fail("unknown flags %#x", f)
 	}
-	r.Version.Generation = d.uvarint("generation")
-	r.Version.Seq = d.uvarint("seq")
-	flags := d.byte1("flags")
-	if flags&^1 != 0 {
-		d.fail("unknown flags %#x", flags)
+	return f
+}
+
+func (d *decoder) delta() *deltaMsg {
+	m := &deltaMsg{}
+	m.Node = d.node("node")
+	m.Gen = d.uvarint("generation")
+	m.Base = d.uvarint("base")
+	m.Seq = d.uvarint("seq")
+	m.Layout = d.layout()
+	m.Leaving = d.flags(1)&1 != 0
+	m.Sum = d.uint64("sum")
+	if d.err == nil && m.Base >= m.Seq {
+		d.fail("base %d not below seq %d", m.Base, m.Seq)
 	}
-	r.Leaving = flags&1 != 0
-	n := d.uvarint("registration count")
-	if d.err != nil {
-		return nil
+	seen := map[vip.RegKey]bool{}
+	n := d.count("removed keys", minKeyBytes)
+	if n > 0 {
+		m.Removed = make([]vip.RegKey, 0, n)
 	}
-	if n > uint64(len(d.b)/minRegistrationBytes) {
-		d.fail("%d registrations cannot fit in %d bytes", n, len(d.b))
-		return nil
+	for i := 0; i < n && d.err == nil; i++ {
+		k := d.regKey()
+		if seen[k] {
+			d.fail("key %v twice", k)
+		}
+		seen[k] = true
+		m.Removed = append(m.Removed, k)
 	}
-	if r.Leaving && n > 0 {
-		d.fail("leaving record with %d registrations", n)
-		return nil
+	n = d.count("registrations", minRegistrationBytes)
+	if n > 0 {
+		m.Set = make([]vip.Registration, 0, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		r := d.registration()
+		if k := r.Key(); seen[k] {
+			d.fail("key %v twice", k)
+		} else {
+			seen[k] = true
+		}
+		m.Set = append(m.Set, r)
+	}
+	if d.err == nil && m.Leaving && (len(m.Set) > 0 || len(m.Removed) > 0 || m.Sum != 0) {
+		d.fail("leaving delta with content")
+	}
+	if d.err == nil && m.Base == 0 && len(m.Removed) > 0 {
+		d.fail("whole-record delta with removed keys")
+	}
+	return m
+}
+
+func (d *decoder) pages() *pagesMsg {
+	m := &pagesMsg{}
+	m.Node = d.node("node")
+	m.Gen = d.uvarint("generation")
+	m.Base = d.uvarint("base")
+	m.Seq = d.uvarint("seq")
+	m.Layout = d.layout()
+	f := d.flags(3)
+	m.Leaving, m.Full = f&1 != 0, f&2 != 0
+	m.Sum = d.uint64("sum")
+	if d.err == nil && m.Base > m.Seq {
+		d.fail("base %d after seq %d", m.Base, m.Seq)
+	}
+	n := d.count("pages", minPageBytes)
+	if d.err == nil && n > 1<<m.Layout {
+		d.fail("%d pages in a layout of %d", n, 1<<m.Layout)
 	}
 	if n > 0 {
-		r.Registrations = make([]vip.Registration, 0, n)
+		m.Pages = make([]pageMsg, 0, n)
 	}
-	for i := uint64(0); i < n && d.err == nil; i++ {
-		r.Registrations = append(r.Registrations, d.registration())
+	next := uint64(0)
+	for i := 0; i < n && d.err == nil; i++ {
+		var p pageMsg
+		idx := d.uvarint("page index")
+		if d.err == nil && (idx < next || idx >= 1<<m.Layout) {
+			d.fail("page index %d out of order or layout", idx)
+		}
+		next = idx + 1
+		p.Index = uint32(idx)
+		p.Seq = d.uvarint("page seq")
+		if d.err == nil && p.Seq > m.Seq {
+			d.fail("page seq %d after record seq %d", p.Seq, m.Seq)
+		}
+		c := d.count("registrations", minRegistrationBytes)
+		if c > 0 {
+			p.Regs = make([]vip.Registration, 0, c)
+		}
+		seen := map[vip.RegKey]bool{}
+		for j := 0; j < c && d.err == nil; j++ {
+			r := d.registration()
+			k := r.Key()
+			if seen[k] {
+				d.fail("key %v twice", k)
+			}
+			seen[k] = true
+			if d.err == nil && pageOf(keyHashOf(k), m.Layout) != int(p.Index) {
+				d.fail("key %v is not in page %d", k, p.Index)
+			}
+			p.Regs = append(p.Regs, r)
+		}
+		m.Pages = append(m.Pages, p)
 	}
-	if d.err != nil {
-		return nil
+	if d.err == nil && m.Leaving && (len(m.Pages) > 0 || m.Sum != 0 || !m.Full) {
+		d.fail("leaving pages with content")
 	}
-	return r
+	return m
 }
 
 // decodeMessage decodes one message of at most limit bytes. It never
@@ -396,34 +632,34 @@ func decodeMessage(b []byte, limit int) (*message, error) {
 	d := &decoder{b: b[2:]}
 	m := &message{Kind: msgKind(b[1])}
 	switch m.Kind {
-	case kindRecord:
-		m.Record = d.recordBody()
+	case kindDelta:
+		m.Delta = d.delta()
 	case kindNotice:
-		m.Node = d.str("node")
+		m.Node = d.node("node")
 		m.Version.Generation = d.uvarint("generation")
 		m.Version.Seq = d.uvarint("seq")
-		if d.err == nil && m.Node == "" {
-			d.fail("empty node name")
-		}
 	case kindPull:
-		m.Requester = d.str("requester")
-		m.Node = d.str("node")
-		if d.err == nil && (m.Node == "" || m.Requester == "") {
-			d.fail("empty node name")
+		m.Requester = d.node("requester")
+		m.Node = d.node("node")
+		m.Version.Generation = d.uvarint("since generation")
+		m.Version.Seq = d.uvarint("since seq")
+		m.Layout = d.layout()
+	case kindDigest:
+		n := d.count("digest entries", minDigestEntryBytes)
+		if n > 0 {
+			m.Digest = make([]digestEntry, 0, n)
 		}
-	case kindState:
-		n := d.uvarint("record count")
-		if d.err == nil && n > uint64(len(d.b)/minRecordBytes) {
-			d.fail("%d records cannot fit in %d bytes", n, len(d.b))
+		for i := 0; i < n && d.err == nil; i++ {
+			var e digestEntry
+			e.Node = d.node("node")
+			e.Version.Generation = d.uvarint("generation")
+			e.Version.Seq = d.uvarint("seq")
+			e.Leaving = d.flags(1)&1 != 0
+			e.Sum = d.uint64("sum")
+			m.Digest = append(m.Digest, e)
 		}
-		if d.err == nil && n > 0 {
-			m.Records = make([]*record, 0, n)
-		}
-		for i := uint64(0); i < n && d.err == nil; i++ {
-			if r := d.recordBody(); r != nil {
-				m.Records = append(m.Records, r)
-			}
-		}
+	case kindPages:
+		m.Pages = d.pages()
 	default:
 		return nil, fmt.Errorf("%w: unknown kind %d", ErrMalformed, b[1])
 	}
@@ -434,4 +670,16 @@ func decodeMessage(b []byte, limit int) (*message, error) {
 		return nil, fmt.Errorf("decode %s: %w", m.Kind, d.err)
 	}
 	return m, nil
+}
+
+// fullDelta returns the delta that carries r whole (base 0).
+func fullDelta(r *record, layout uint8) *deltaMsg {
+	d := &deltaMsg{Node: r.Node, Gen: r.Version.Generation, Seq: r.Version.Seq, Layout: layout, Leaving: r.Leaving}
+	if !r.Leaving {
+		d.Set = dedupeByKey(normalizeRegistrations(r.Registrations))
+		for _, reg := range d.Set {
+			d.Sum ^= newRegEntry(reg).hash
+		}
+	}
+	return d
 }

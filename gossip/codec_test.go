@@ -64,46 +64,109 @@ func randomRecord(r *rand.Rand, node string) *record {
 	}
 	return &record{
 		Node:          node,
-		Version:       Version{Generation: r.Uint64(), Seq: r.Uint64()},
-		Registrations: normalizeRegistrations(regs),
+		Version:       Version{Generation: r.Uint64(), Seq: 1 + r.Uint64N(1<<62)},
+		Registrations: dedupeByKey(normalizeRegistrations(regs)),
 	}
 }
 
-// Property: every record, notice, pull and state survives a round trip.
+// randomDelta draws a delta with removed keys and set registrations.
+func randomDelta(r *rand.Rand, node string) *deltaMsg {
+	d := fullDelta(randomRecord(r, node), uint8(r.IntN(maxLayout+1)))
+	if r.IntN(2) == 0 {
+		d.Base = 1 + r.Uint64N(d.Seq)
+		if d.Base >= d.Seq {
+			d.Base = d.Seq - 1
+		}
+		seen := map[vip.RegKey]bool{}
+		for _, x := range d.Set {
+			seen[x.Key()] = true
+		}
+		for range r.IntN(5) {
+			x := normalizeRegistration(randomRegistration(r))
+			k := x.Key()
+			if !seen[k] {
+				seen[k] = true
+				d.Removed = append(d.Removed, k)
+			}
+		}
+	}
+	return d
+}
+
+// randomPages draws a pull reply whose registrations sit in their pages.
+func randomPages(r *rand.Rand, node string) *pagesMsg {
+	rec := randomRecord(r, node)
+	layout := uint8(r.IntN(4))
+	p := &pagesMsg{Node: node, Gen: rec.Version.Generation, Seq: rec.Version.Seq, Layout: layout, Full: r.IntN(2) == 0, Sum: r.Uint64()}
+	if !p.Full {
+		p.Base = r.Uint64N(p.Seq + 1)
+	}
+	byPage := map[int][]vip.Registration{}
+	for _, x := range rec.Registrations {
+		i := pageOf(keyHashOf(x.Key()), layout)
+		byPage[i] = append(byPage[i], x)
+	}
+	for i := range 1 << layout {
+		if regs, ok := byPage[i]; ok || r.IntN(3) == 0 {
+			p.Pages = append(p.Pages, pageMsg{Index: uint32(i), Seq: r.Uint64N(p.Seq + 1), Regs: regs})
+		}
+	}
+	return p
+}
+
+// Property: every delta, notice, pull, digest and pages message survives a
+// round trip.
 func TestCodecRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := range 2000 {
-		rec := randomRecord(r, "node-"+string(rune('a'+i%26)))
-		m, err := decodeMessage(encodeRecord(rec), MaxMessageBytes)
+		d := randomDelta(r, "node-"+string(rune('a'+i%26)))
+		m, err := decodeMessage(encodeDelta(d), MaxMessageBytes)
 		if err != nil {
-			t.Fatalf("record %d: %v", i, err)
+			t.Fatalf("delta %d: %v", i, err)
 		}
-		if !reflect.DeepEqual(m.Record, rec) {
-			t.Fatalf("record %d changed in a round trip:\n got %+v\nwant %+v", i, m.Record, rec)
+		if !reflect.DeepEqual(m.Delta, d) {
+			t.Fatalf("delta %d changed in a round trip:\n got %+v\nwant %+v", i, m.Delta, d)
+		}
+		p := randomPages(r, "node-x")
+		m, err = decodeMessage(encodePages(p), MaxStreamBytes)
+		if err != nil {
+			t.Fatalf("pages %d: %v", i, err)
+		}
+		if !reflect.DeepEqual(m.Pages, p) {
+			t.Fatalf("pages %d changed in a round trip:\n got %+v\nwant %+v", i, m.Pages, p)
 		}
 	}
-	leaving := &record{Node: "n", Version: Version{3, 4}, Leaving: true}
-	if m, err := decodeMessage(encodeRecord(leaving), MaxMessageBytes); err != nil || !reflect.DeepEqual(m.Record, leaving) {
-		t.Fatalf("leaving record: %v %+v", err, m)
+	leaving := &deltaMsg{Node: "n", Gen: 3, Seq: 4, Leaving: true}
+	if m, err := decodeMessage(encodeDelta(leaving), MaxMessageBytes); err != nil || !reflect.DeepEqual(m.Delta, leaving) {
+		t.Fatalf("leaving delta: %v %+v", err, m)
 	}
 	if m, err := decodeMessage(encodeNotice("n", Version{7, 9}), MaxMessageBytes); err != nil || m.Kind != kindNotice || m.Node != "n" || m.Version != (Version{7, 9}) {
 		t.Fatalf("notice: %v %+v", err, m)
 	}
-	if m, err := decodeMessage(encodePull("a", "b"), MaxMessageBytes); err != nil || m.Kind != kindPull || m.Requester != "a" || m.Node != "b" {
+	if m, err := decodeMessage(encodePull("a", "b", Version{5, 6}, 3), MaxMessageBytes); err != nil || m.Kind != kindPull ||
+		m.Requester != "a" || m.Node != "b" || m.Version != (Version{5, 6}) || m.Layout != 3 {
 		t.Fatalf("pull: %v %+v", err, m)
 	}
-	recs := []*record{randomRecord(r, "x"), randomRecord(r, "y"), leaving}
-	m, err := decodeMessage(encodeState(recs), MaxStateBytes)
-	if err != nil || !reflect.DeepEqual(m.Records, recs) {
-		t.Fatalf("state: %v", err)
+	dg := []digestEntry{{Node: "x", Version: Version{1, 2}, Sum: 77}, {Node: "y", Version: Version{3, 4}, Leaving: true}}
+	m, err := decodeMessage(encodeDigest(dg), MaxStateBytes)
+	if err != nil || !reflect.DeepEqual(m.Digest, dg) {
+		t.Fatalf("digest: %v %+v", err, m)
 	}
 }
 
 func TestDecodeRejects(t *testing.T) {
-	good := encodeRecord(&record{Node: "n", Version: Version{1, 1}, Registrations: []vip.Registration{reg("/a", 80, "10.0.0.1:80")}})
+	good := encodeDelta(fullDelta(&record{Node: "n", Version: Version{1, 1}, Registrations: []vip.Registration{reg("/a", 80, "10.0.0.1:80")}}, 0))
 	big := make([]byte, MaxMessageBytes+1)
-	big[0], big[1] = formatVersion, byte(kindRecord)
+	big[0], big[1] = formatVersion, byte(kindDelta)
 	mutate := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
+	// Header of a delta from node "n": name, generation 1, base 0, seq 1.
+	hdr := []byte{formatVersion, byte(kindDelta), 1, 'n', 1, 0, 1}
+	withHdr := func(rest ...byte) []byte { return append(append([]byte(nil), hdr...), rest...) }
+	sum0 := []byte{0, 0, 0, 0, 0, 0, 0, 0}
+	r := reg("/a", 80, "10.0.0.1:80")
+	twice := &deltaMsg{Node: "n", Gen: 1, Base: 1, Seq: 2, Removed: []vip.RegKey{r.Key(), r.Key()}}
+	wrongPage := &pagesMsg{Node: "n", Gen: 1, Seq: 1, Layout: 1, Full: true}
+	wrongPage.Pages = []pageMsg{{Index: uint32(1 - pageOf(keyHashOf(r.Key()), 1)), Seq: 1, Regs: []vip.Registration{r}}}
 	cases := []struct {
 		name string
 		buf  []byte
@@ -111,19 +174,27 @@ func TestDecodeRejects(t *testing.T) {
 	}{
 		{"empty", nil, ErrMalformed},
 		{"one byte", []byte{formatVersion}, ErrMalformed},
-		{"unknown format version", mutate(func(b []byte) []byte { b[0] = 9; return b }), ErrMalformed},
+		{"unknown format version", mutate(func(b []byte) []byte { b[0] = 1; return b }), ErrMalformed},
 		{"unknown kind", mutate(func(b []byte) []byte { b[1] = 99; return b }), ErrMalformed},
-		{"state kind outside push/pull is still decodable only as state", encodeState(nil), nil},
+		{"digest decodes (only push/pull accepts it)", encodeDigest(nil), nil},
 		{"truncated", good[:len(good)-3], ErrMalformed},
 		{"trailing bytes", append(append([]byte(nil), good...), 0), ErrMalformed},
 		{"oversized", big, ErrOversized},
-		{"count larger than the buffer", []byte{formatVersion, byte(kindRecord), 1, 'n', 1, 1, 0, 0xff, 0xff, 0x03}, ErrMalformed},
-		{"state count larger than the buffer", []byte{formatVersion, byte(kindState), 0xff, 0xff, 0x03}, ErrMalformed},
-		{"unknown flags", []byte{formatVersion, byte(kindRecord), 1, 'n', 1, 1, 2, 0}, ErrMalformed},
-		{"leaving with registrations", mutate(func(b []byte) []byte { b[6] = 1; return b }), ErrMalformed},
-		{"empty node name", []byte{formatVersion, byte(kindRecord), 0, 1, 1, 0, 0}, ErrMalformed},
+		{"count larger than the buffer", withHdr(append(append([]byte{0, 0}, sum0...), 0, 0xff, 0xff, 0x03)...), ErrMalformed},
+		{"digest count larger than the buffer", []byte{formatVersion, byte(kindDigest), 0xff, 0xff, 0x03}, ErrMalformed},
+		{"unknown flags", withHdr(append(append([]byte{0, 2}, sum0...), 0, 0)...), ErrMalformed},
+		{"layout too large", withHdr(append(append([]byte{maxLayout + 1, 0}, sum0...), 0, 0)...), ErrMalformed},
+		{"base not below seq", []byte{formatVersion, byte(kindDelta), 1, 'n', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, ErrMalformed},
+		{"leaving with registrations", encodeDelta(&deltaMsg{Node: "n", Gen: 1, Seq: 1, Leaving: true, Set: []vip.Registration{r}}), ErrMalformed},
+		{"whole delta with removed keys", encodeDelta(&deltaMsg{Node: "n", Gen: 1, Seq: 1, Removed: []vip.RegKey{r.Key()}}), ErrMalformed},
+		{"key twice", encodeDelta(twice), ErrMalformed},
+		{"registration in the wrong page", encodePages(wrongPage), ErrMalformed},
+		{"pages out of order", encodePages(&pagesMsg{Node: "n", Gen: 1, Seq: 1, Layout: 2, Pages: []pageMsg{{Index: 2}, {Index: 1}}}), ErrMalformed},
+		{"page outside the layout", encodePages(&pagesMsg{Node: "n", Gen: 1, Seq: 1, Layout: 1, Pages: []pageMsg{{Index: 2}}}), ErrMalformed},
+		{"page newer than the record", encodePages(&pagesMsg{Node: "n", Gen: 1, Seq: 1, Layout: 1, Pages: []pageMsg{{Index: 0, Seq: 2}}}), ErrMalformed},
+		{"empty node name", []byte{formatVersion, byte(kindDelta), 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, ErrMalformed},
 		{"string over cap", append([]byte{formatVersion, byte(kindNotice), 0x81, 0x08}, make([]byte, 1025)...), ErrMalformed},
-		{"pull without requester", []byte{formatVersion, byte(kindPull), 0, 1, 'n'}, ErrMalformed},
+		{"pull without requester", []byte{formatVersion, byte(kindPull), 0, 1, 'n', 0, 0, 0}, ErrMalformed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,31 +217,35 @@ func TestDecodeRejects(t *testing.T) {
 // the same message.
 func FuzzDecodeMessage(f *testing.F) {
 	r := rand.New(rand.NewPCG(3, 4))
-	f.Add(encodeRecord(randomRecord(r, "seed")))
-	f.Add(encodeRecord(&record{Node: "l", Version: Version{1, 2}, Leaving: true}))
+	f.Add(encodeDelta(randomDelta(r, "seed")))
+	f.Add(encodeDelta(randomDelta(r, "seed2")))
+	f.Add(encodeDelta(&deltaMsg{Node: "l", Gen: 1, Seq: 2, Leaving: true}))
 	f.Add(encodeNotice("n", Version{1, 2}))
-	f.Add(encodePull("a", "b"))
-	f.Add(encodeState([]*record{randomRecord(r, "a"), randomRecord(r, "b")}))
-	f.Add([]byte{formatVersion, byte(kindRecord), 1, 'n', 1, 1, 0, 0xff, 0xff, 0x03})
+	f.Add(encodePull("a", "b", Version{1, 2}, 3))
+	f.Add(encodeDigest([]digestEntry{{Node: "a", Version: Version{1, 2}, Sum: 3}, {Node: "b", Leaving: true}}))
+	f.Add(encodePages(randomPages(r, "p")))
+	f.Add([]byte{formatVersion, byte(kindDigest), 0xff, 0xff, 0x03})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := decodeMessage(b, MaxStateBytes)
+		m, err := decodeMessage(b, MaxStreamBytes)
 		if err != nil {
 			return
 		}
 		var again []byte
 		switch m.Kind {
-		case kindRecord:
-			again = encodeRecord(m.Record)
+		case kindDelta:
+			again = encodeDelta(m.Delta)
 		case kindNotice:
 			again = encodeNotice(m.Node, m.Version)
 		case kindPull:
-			again = encodePull(m.Requester, m.Node)
-		case kindState:
-			again = encodeState(m.Records)
+			again = encodePull(m.Requester, m.Node, m.Version, m.Layout)
+		case kindDigest:
+			again = encodeDigest(m.Digest)
+		case kindPages:
+			again = encodePages(m.Pages)
 		default:
 			t.Fatalf("decoded unknown kind %v", m.Kind)
 		}
-		m2, err := decodeMessage(again, MaxStateBytes)
+		m2, err := decodeMessage(again, MaxStreamBytes)
 		if err != nil {
 			t.Fatalf("re-encoded message does not decode: %v", err)
 		}

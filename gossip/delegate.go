@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/sirupsen/logrus"
@@ -29,13 +30,13 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return encodeMeta(d.c.generation.Load())
 }
 
-// NotifyMsg handles a record, notice or pull request from a peer. buf is
+// NotifyMsg handles a delta, notice, pull request or pull reply from a peer. buf is
 // memberlist's and is not kept: decoding copies what it needs.
 func (d *delegate) NotifyMsg(buf []byte) {
 	d.c.handleMessage(buf)
 }
 
-// GetBroadcasts hands memberlist the queued records and notices that fit,
+// GetBroadcasts hands memberlist the queued deltas and notices that fit,
 // then this node's periodic announcement if there is room.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	msgs := d.c.queue.GetBroadcasts(overhead, limit)
@@ -52,25 +53,22 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return msgs
 }
 
-// LocalState returns every record this node vouches for (its own and the
-// live nodes'), for push/pull anti-entropy.
+// LocalState returns this node's digest for push/pull anti-entropy: the
+// version of every record it vouches for (its own and the live nodes'),
+// not their content, so its size does not grow with the backends.
 func (d *delegate) LocalState(join bool) []byte {
 	c := d.c
-	buf := encodeState(c.store.visibleRecords())
-	if len(buf) > MaxStateBytes {
-		c.log.WithFields(logrus.Fields{"bytes": len(buf),
-			"reason": "cluster state over the push/pull cap"}).Error("sending only this node's record on push/pull")
-		buf = encodeState([]*record{c.store.selfRecord()})
-	}
+	buf := encodeDigest(c.store.digest())
 	c.counters.sent(len(buf))
 	return buf
 }
 
-// MergeRemoteState merges the records a peer sent on push/pull.
+// MergeRemoteState compares a peer's digest with what this node holds; the
+// records it is behind on are pulled, from their owners, by the run loop.
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	c := d.c
 	m, err := decodeMessage(buf, MaxStateBytes)
-	if err == nil && m.Kind != kindState {
+	if err == nil && m.Kind != kindDigest {
 		err = errors.New("push/pull carried a " + m.Kind.String() + " message")
 	}
 	if err != nil {
@@ -78,8 +76,12 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		return
 	}
 	c.counters.received(len(buf))
-	for _, r := range m.Records {
-		c.mergeRecord(r)
+	pull, selfNewer := c.store.noteDigest(m.Digest, c.now())
+	if selfNewer != (Version{}) {
+		c.fence(selfNewer)
+	}
+	if pull {
+		c.wakePulls()
 	}
 }
 
@@ -130,9 +132,12 @@ func (c *Cluster) recountPeers() {
 
 // handleMessage decodes and applies one message from a peer.
 func (c *Cluster) handleMessage(buf []byte) {
-	m, err := decodeMessage(buf, MaxMessageBytes)
-	if err == nil && m.Kind == kindState {
-		err = errors.New("state message outside push/pull")
+	m, err := decodeMessage(buf, MaxStreamBytes)
+	if err == nil && m.Kind == kindDigest {
+		err = errors.New("digest outside push/pull")
+	}
+	if err == nil && m.Kind != kindPages && len(buf) > MaxMessageBytes {
+		err = fmt.Errorf("%w: %s of %d bytes over %d", ErrOversized, m.Kind, len(buf), MaxMessageBytes)
 	}
 	if err != nil {
 		c.dropBad(len(buf), err)
@@ -140,16 +145,22 @@ func (c *Cluster) handleMessage(buf []byte) {
 	}
 	c.counters.received(len(buf))
 	switch m.Kind {
-	case kindRecord:
-		if c.mergeRecord(m.Record) == outcomeAccepted {
+	case kindDelta:
+		switch c.mergeDelta(m.Delta) {
+		case outcomeAccepted:
 			// Pass it on: the originator alone would reach only
-			// RetransmitMult × log10(N) peers. A record too large for a
-			// packet (it came by pull) is passed on as a notice.
-			msg := append([]byte(nil), buf...)
-			if len(msg) > inlineRecordBytes {
-				msg = encodeNotice(m.Record.Node, m.Record.Version)
-			}
-			c.queue.QueueBroadcast(&nodeBroadcast{node: m.Record.Node, msg: msg})
+			// RetransmitMult × log10(N) peers.
+			c.queue.QueueBroadcast(&nodeBroadcast{node: m.Delta.Node, msg: append([]byte(nil), buf...)})
+		case outcomeBehind:
+			// News this node cannot apply: others may hold its base.
+			c.queue.QueueBroadcast(&nodeBroadcast{node: m.Delta.Node, msg: append([]byte(nil), buf...)})
+			c.wakePulls()
+		}
+	case kindPages:
+		out, _ := c.store.applyPages(m.Pages, c.now())
+		c.countOutcome(m.Pages.Node, Version{Generation: m.Pages.Gen, Seq: m.Pages.Seq}, out)
+		if out == outcomeBehind {
+			c.wakePulls()
 		}
 	case kindNotice:
 		pull, selfNewer := c.store.noteVersion(m.Node, m.Version, c.now())
@@ -158,10 +169,7 @@ func (c *Cluster) handleMessage(buf []byte) {
 		}
 		if pull {
 			c.queue.QueueBroadcast(&nodeBroadcast{node: m.Node, msg: append([]byte(nil), buf...)})
-			select {
-			case c.pullWake <- struct{}{}:
-			default:
-			}
+			c.wakePulls()
 		}
 	case kindPull:
 		if m.Node != c.cfg.NodeName {
@@ -169,32 +177,52 @@ func (c *Cluster) handleMessage(buf []byte) {
 			return
 		}
 		select {
-		case c.replies <- m.Requester:
+		case c.replies <- pullRequest{requester: m.Requester, since: m.Version, layout: m.Layout}:
 		default:
 			c.log.WithField("peer", m.Requester).WithField("reason", "reply queue full").Debug("pull request dropped")
 		}
 	}
 }
 
-// mergeRecord merges one record and counts the outcome.
+// wakePulls tells the run loop that a pull may be due.
+func (c *Cluster) wakePulls() {
+	select {
+	case c.pullWake <- struct{}{}:
+	default:
+	}
+}
+
+// mergeRecord merges one whole record and counts the outcome.
 func (c *Cluster) mergeRecord(r *record) mergeOutcome {
-	out, visible := c.store.merge(r, c.now())
+	out, _ := c.store.merge(r, c.now())
+	c.countOutcome(r.Node, r.Version, out)
+	return out
+}
+
+// mergeDelta applies one delta and counts the outcome.
+func (c *Cluster) mergeDelta(d *deltaMsg) mergeOutcome {
+	out, _ := c.store.applyDelta(d, c.now())
+	c.countOutcome(d.Node, Version{Generation: d.Gen, Seq: d.Seq}, out)
+	return out
+}
+
+// countOutcome counts what merging a message about node at v did, and
+// fences when it was a newer version of this node's own name.
+func (c *Cluster) countOutcome(node string, v Version, out mergeOutcome) {
 	switch out {
 	case outcomeAccepted:
 		c.counters.recordsAccepted.Add(1)
 	case outcomeStale:
 		c.counters.staleRecords.Add(1)
+	case outcomeBehind:
+		c.counters.deltasBehind.Add(1)
 	case outcomeConflict:
 		c.counters.mergeConflicts.Add(1)
-		c.log.WithFields(logrus.Fields{"peer": r.Node, "version": r.Version,
+		c.log.WithFields(logrus.Fields{"peer": node, "version": v,
 			"reason": "two records with one version"}).Warn("record conflict")
 	case outcomeSelfNewer:
-		c.fence(r.Version)
+		c.fence(v)
 	}
-	if visible {
-		c.signal()
-	}
-	return out
 }
 
 // dropBad counts and logs (rate limited) a message that could not be used.

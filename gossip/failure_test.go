@@ -161,7 +161,7 @@ func TestLargeRecordTravelsByPull(t *testing.T) {
 	for i := range 300 {
 		regs = append(regs, reg(fmt.Sprintf("/app-%d", i%7), uint16(8000+i%5), fmt.Sprintf("10.1.%d.%d:80", i/250, i%250+1)))
 	}
-	if n := len(encodeRecord(&record{Node: nodes[0].name, Registrations: normalizeRegistrations(regs)})); n <= inlineRecordBytes {
+	if n := len(encodeDelta(fullDelta(&record{Node: nodes[0].name, Version: Version{1, 1}, Registrations: regs}, 0))); n <= inlineRecordBytes {
 		t.Fatalf("test setup: record of %d bytes would be gossiped inline", n)
 	}
 	nodes[0].c.Publish(regs)

@@ -167,3 +167,12 @@ func freePort(t testing.TB, ip string) int {
 	t.Fatal("no free port")
 	return 0
 }
+
+// manyRegs returns n distinct registrations.
+func manyRegs(n int) []vip.Registration {
+	out := make([]vip.Registration, n)
+	for i := range out {
+		out[i] = reg(fmt.Sprintf("/app-%d", i%97), uint16(8000+i%13), fmt.Sprintf("10.%d.%d.%d:%d", i>>16&255, i>>8&255, i&255, 1000+i%7))
+	}
+	return out
+}

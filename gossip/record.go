@@ -33,8 +33,8 @@ func (v Version) Compare(o Version) int {
 // Less reports whether v is older than o.
 func (v Version) Less(o Version) bool { return v.Compare(o) < 0 }
 
-// record is one node's full publication: every registration it owns, at one
-// version. Records are immutable once built: a change builds a new record.
+// record is one node's full publication at one version, as a plain list:
+// what tests build and what a full delta (base 0) carries.
 type record struct {
 	Node    string
 	Version Version
@@ -44,21 +44,209 @@ type record struct {
 	Registrations []vip.Registration
 }
 
-// normalizeRegistrations returns a sorted copy of regs (nil when empty) with every time in UTC
-// and without monotonic clock readings, so that equal sets of registrations
-// compare equal and survive an encode/decode round trip unchanged.
+// Page layout. A record's registrations are spread over 2^layout pages by
+// the top bits of a hash of their vip.RegKey. The owner keeps, per page, the
+// Seq at which it last changed, so that "what changed since version v" is
+// the pages changed after v. The page count follows the record's size
+// (amortised: it doubles past pageGrowAt registrations per page on average,
+// halves under pageShrinkAt), so a page stays small whatever the record.
+const (
+	maxLayout     = 16 // 65,536 pages
+	pageGrowAt    = 64
+	pageShrinkAt  = 8
+	pageTargetAvg = 24 // average aimed at when the layout changes
+)
+
+// layoutFor returns the layout a record of n registrations should have,
+// given its current layout: the current one while the average page holds
+// between pageShrinkAt and pageGrowAt registrations.
+func layoutFor(cur uint8, n int) uint8 {
+	pages := 1 << cur
+	if n <= pages*pageGrowAt && (cur == 0 || n >= pages*pageShrinkAt) {
+		return cur
+	}
+	l := uint8(0)
+	for l < maxLayout && (1<<l)*pageTargetAvg < n {
+		l++
+	}
+	return l
+}
+
+// regEntry is one registration held in a page with what is derived from its
+// encoding: the hash of its key (which page), the hash of all of it (the
+// record's content sum) and its encoded size (the record's size cap).
+type regEntry struct {
+	reg     vip.Registration
+	keyHash uint64
+	hash    uint64
+	size    int
+}
+
+// newRegEntry encodes r (normalised) once and derives the entry.
+func newRegEntry(r vip.Registration) regEntry {
+	var e encoder
+	e.regKey(r.Key())
+	kh := fnv64(e.b)
+	e.regRest(&r)
+	return regEntry{reg: r, keyHash: kh, hash: fnv64(e.b), size: len(e.b)}
+}
+
+// keyHashOf returns the page hash of k.
+func keyHashOf(k vip.RegKey) uint64 {
+	var e encoder
+	e.regKey(k)
+	return fnv64(e.b)
+}
+
+// fnv64 is 64-bit FNV-1a: the same on every node (unlike maphash).
+func fnv64(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
+}
+
+// pageOf returns the page of a key hash under layout.
+func pageOf(keyHash uint64, layout uint8) int {
+	if layout == 0 {
+		return 0
+	}
+	return int(keyHash >> (64 - layout))
+}
+
+// page is one page of a record.
+type page struct {
+	// seq is the Seq at which the page last changed (on the owner; on a
+	// copy, the Seq that last brought it).
+	seq  uint64
+	regs map[vip.RegKey]regEntry
+}
+
+// nodeRecord is one node's registrations at one version, paged. The
+// owner's record and every copy of a peer's have the same shape; all
+// methods are called with store.mu held.
+type nodeRecord struct {
+	version Version
+	leaving bool
+	layout  uint8
+	pages   []page
+	count   int
+	bytes   int    // encoded size of every registration
+	sum     uint64 // XOR of every registration's hash: the content digest
+}
+
+func newNodeRecord(v Version, layout uint8) *nodeRecord {
+	return &nodeRecord{version: v, layout: layout, pages: make([]page, 1<<layout)}
+}
+
+func (r *nodeRecord) get(k vip.RegKey, keyHash uint64) (regEntry, bool) {
+	p := &r.pages[pageOf(keyHash, r.layout)]
+	e, ok := p.regs[k]
+	return e, ok
+}
+
+// put stores e (replacing what had its key) in a page changed at seq.
+func (r *nodeRecord) put(e regEntry, seq uint64) {
+	p := &r.pages[pageOf(e.keyHash, r.layout)]
+	if p.regs == nil {
+		p.regs = make(map[vip.RegKey]regEntry)
+	}
+	k := e.reg.Key()
+	if old, ok := p.regs[k]; ok {
+		r.bytes -= old.size
+		r.sum ^= old.hash
+		r.count--
+	}
+	p.regs[k] = e
+	p.seq = seq
+	r.bytes += e.size
+	r.sum ^= e.hash
+	r.count++
+}
+
+// del drops the registration with key k, if held, in a page changed at seq.
+func (r *nodeRecord) del(k vip.RegKey, keyHash uint64, seq uint64) (regEntry, bool) {
+	p := &r.pages[pageOf(keyHash, r.layout)]
+	old, ok := p.regs[k]
+	if !ok {
+		return regEntry{}, false
+	}
+	delete(p.regs, k)
+	p.seq = seq
+	r.bytes -= old.size
+	r.sum ^= old.hash
+	r.count--
+	return old, true
+}
+
+// repage spreads the registrations over 2^layout pages, all changed at seq:
+// a peer that asks what changed since an earlier version gets everything.
+func (r *nodeRecord) repage(layout uint8, seq uint64) {
+	old := r.pages
+	r.layout = layout
+	r.pages = make([]page, 1<<layout)
+	for i := range r.pages {
+		r.pages[i].seq = seq
+	}
+	for _, p := range old {
+		for k, e := range p.regs {
+			np := &r.pages[pageOf(e.keyHash, layout)]
+			if np.regs == nil {
+				np.regs = make(map[vip.RegKey]regEntry)
+			}
+			np.regs[k] = e
+		}
+	}
+}
+
+// each calls f for every registration, in no particular order.
+func (r *nodeRecord) each(f func(regEntry)) {
+	for i := range r.pages {
+		for _, e := range r.pages[i].regs {
+			f(e)
+		}
+	}
+}
+
+// registrations returns every registration, sorted.
+func (r *nodeRecord) registrations() []vip.Registration {
+	if r.count == 0 {
+		return nil
+	}
+	out := make([]vip.Registration, 0, r.count)
+	r.each(func(e regEntry) { out = append(out, e.reg) })
+	slices.SortFunc(out, compareRegistrations)
+	return out
+}
+
+// wireBytes bounds the size of the full pages message for this record.
+func (r *nodeRecord) wireBytes() int {
+	return r.bytes + len(r.pages)*pageHeaderBytes + messageHeaderBytes
+}
+
+// normalizeRegistration puts every time in UTC without a monotonic clock
+// reading, so that equal registrations compare equal and survive an
+// encode/decode round trip unchanged.
+func normalizeRegistration(r vip.Registration) vip.Registration {
+	if !r.Claim.Since.IsZero() {
+		r.Claim.Since = time.Unix(r.Claim.Since.Unix(), int64(r.Claim.Since.Nanosecond())).UTC()
+	} else {
+		r.Claim.Since = time.Time{}
+	}
+	return r
+}
+
+// normalizeRegistrations returns a sorted, normalised copy of regs (nil
+// when empty).
 func normalizeRegistrations(regs []vip.Registration) []vip.Registration {
 	if len(regs) == 0 {
 		return nil
 	}
 	out := make([]vip.Registration, len(regs))
 	for i, r := range regs {
-		if !r.Claim.Since.IsZero() {
-			r.Claim.Since = time.Unix(r.Claim.Since.Unix(), int64(r.Claim.Since.Nanosecond())).UTC()
-		} else {
-			r.Claim.Since = time.Time{}
-		}
-		out[i] = r
+		out[i] = normalizeRegistration(r)
 	}
 	slices.SortStableFunc(out, compareRegistrations)
 	return out
@@ -68,18 +256,25 @@ func normalizeRegistrations(regs []vip.Registration) []vip.Registration {
 // other field, so that the order is total and deterministic.
 func compareRegistrations(a, b vip.Registration) int {
 	return cmp.Or(
-		cmp.Compare(a.VIP.Protocol, b.VIP.Protocol),
-		cmp.Compare(a.VIP.Name, b.VIP.Name),
-		a.VIP.Addr.Compare(b.VIP.Addr),
-		cmp.Compare(a.VIP.Port, b.VIP.Port),
-		cmp.Compare(a.Framework, b.Framework),
-		compareAddrPort(a.Backend, b.Backend),
+		compareKeys(a.Key(), b.Key()),
 		cmp.Compare(a.Weight, b.Weight),
 		cmp.Compare(a.Health, b.Health),
 		cmp.Compare(a.Scheduler, b.Scheduler),
 		cmp.Compare(a.Persistence, b.Persistence),
 		a.Claim.Addr.Compare(b.Claim.Addr),
 		a.Claim.Since.Compare(b.Claim.Since),
+	)
+}
+
+// compareKeys orders registration keys by VIP, framework, then backend.
+func compareKeys(a, b vip.RegKey) int {
+	return cmp.Or(
+		cmp.Compare(a.VIP.Protocol, b.VIP.Protocol),
+		cmp.Compare(a.VIP.Name, b.VIP.Name),
+		a.VIP.Addr.Compare(b.VIP.Addr),
+		cmp.Compare(a.VIP.Port, b.VIP.Port),
+		cmp.Compare(a.Framework, b.Framework),
+		compareAddrPort(a.Backend, b.Backend),
 	)
 }
 
@@ -95,8 +290,24 @@ func equalRegistrations(a, b []vip.Registration) bool {
 	})
 }
 
-// sameContent reports whether two records say the same thing.
-func (r *record) sameContent(o *record) bool {
-	return r.Node == o.Node && r.Leaving == o.Leaving &&
-		equalRegistrations(r.Registrations, o.Registrations)
+// sameRegistration reports whether two normalised registrations are equal.
+func sameRegistration(a, b vip.Registration) bool { return compareRegistrations(a, b) == 0 }
+
+// dedupeByKey keeps, of registrations with the same key, the last one; the
+// order is otherwise kept.
+func dedupeByKey(regs []vip.Registration) []vip.Registration {
+	last := make(map[vip.RegKey]int, len(regs))
+	for i := range regs {
+		last[regs[i].Key()] = i
+	}
+	if len(last) == len(regs) {
+		return regs
+	}
+	out := regs[:0:0]
+	for i := range regs {
+		if last[regs[i].Key()] == i {
+			out = append(out, regs[i])
+		}
+	}
+	return out
 }

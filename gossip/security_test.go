@@ -59,8 +59,8 @@ func TestRoguePeerWithoutKeyCannotJoinOrInject(t *testing.T) {
 			rogue.c.Publish([]vip.Registration{reg("/app", 80, "10.6.6.6:80")})
 			errorsBefore := nodes[1].c.Stats().MemberlistErrors
 			// Inject: a record sent straight to a member, gossip-style and over TCP.
-			evil := encodeRecord(&record{Node: "node-02", Version: Version{^uint64(0), 1},
-				Registrations: []vip.Registration{reg("/app", 80, "10.6.6.6:80")}})
+			evil := encodeDelta(fullDelta(&record{Node: "node-02", Version: Version{^uint64(0), 1},
+				Registrations: []vip.Registration{reg("/app", 80, "10.6.6.6:80")}}, 0))
 			_ = rogue.c.ml.SendBestEffort(nodeOf(nodes[1]), evil)
 			_ = rogue.c.ml.SendReliable(nodeOf(nodes[1]), evil)
 			time.Sleep(1500 * time.Millisecond) // many join attempts
@@ -172,22 +172,31 @@ func TestBadMessagesAreDropped(t *testing.T) {
 	a.c.Publish([]vip.Registration{reg("/app", 80, "10.0.0.1:80")})
 	waitFor(t, 20*time.Second, "b to hold a", func() bool { _, ok := nodeBackends(b.c, a.name); return ok })
 	before := b.c.State()
-	oversized := make([]byte, MaxMessageBytes+10)
-	oversized[0], oversized[1] = formatVersion, byte(kindRecord)
+	oversized := make([]byte, MaxStreamBytes+10)
+	oversized[0], oversized[1] = formatVersion, byte(kindPages)
 	cases := []struct {
 		name string
 		send func() error
 	}{
 		{"garbage over UDP", func() error { return a.c.ml.SendBestEffort(nodeOf(b), []byte{0xde, 0xad, 0xbe, 0xef}) }},
 		{"truncated record over UDP", func() error {
-			m := encodeRecord(&record{Node: a.name, Version: Version{^uint64(0), 1}, Registrations: []vip.Registration{reg("/app", 80, "10.6.6.6:80")}})
+			m := encodeDelta(fullDelta(&record{Node: a.name, Version: Version{^uint64(0), 1}, Registrations: []vip.Registration{reg("/app", 80, "10.6.6.6:80")}}, 0))
 			return a.c.ml.SendBestEffort(nodeOf(b), m[:len(m)-4])
 		}},
 		{"oversized over TCP", func() error { return a.c.ml.SendReliable(nodeOf(b), oversized) }},
-		{"state outside push/pull", func() error { return a.c.ml.SendReliable(nodeOf(b), encodeState(nil)) }},
-		{"pull for another node", func() error { return a.c.ml.SendReliable(nodeOf(b), encodePull(a.name, "someone-else")) }},
+		{"digest outside push/pull", func() error { return a.c.ml.SendReliable(nodeOf(b), encodeDigest(nil)) }},
+		{"pull for another node", func() error {
+			return a.c.ml.SendReliable(nodeOf(b), encodePull(a.name, "someone-else", Version{}, 0))
+		}},
+		{"delta over the gossip cap over TCP", func() error {
+			m := encodeDelta(&deltaMsg{Node: a.name, Gen: 1, Seq: 2, Set: manyRegs(30000)})
+			if len(m) <= MaxMessageBytes {
+				return fmt.Errorf("test setup: delta of %d bytes", len(m))
+			}
+			return a.c.ml.SendReliable(nodeOf(b), m)
+		}},
 		{"malformed push/pull", func() error {
-			(&delegate{c: b.c}).MergeRemoteState([]byte{formatVersion, byte(kindState), 9}, false)
+			(&delegate{c: b.c}).MergeRemoteState([]byte{formatVersion, byte(kindDigest), 9}, false)
 			return nil
 		}},
 	}

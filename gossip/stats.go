@@ -30,8 +30,12 @@ type Stats struct {
 	// be gossiped.
 	BroadcastQueue int
 
-	// RecordsAccepted counts records that replaced an older one.
+	// RecordsAccepted counts deltas and pull replies that moved a record
+	// to a newer version.
 	RecordsAccepted uint64
+	// DeltasBehind counts deltas (and pull replies) this node could not
+	// apply because it lacked their base version, and so pulled.
+	DeltasBehind uint64
 	// StaleRecords counts records dropped because a newer one was held (or
 	// the node has restarted since).
 	StaleRecords uint64
@@ -62,7 +66,7 @@ type counters struct {
 	mergeConflicts, droppedMessages  atomic.Uint64
 	pullsSent, pullsServed           atomic.Uint64
 	pullsFailed, generationBumps     atomic.Uint64
-	memberlistErrors                 atomic.Uint64
+	memberlistErrors, deltasBehind   atomic.Uint64
 }
 
 func (c *counters) sent(n int) {
@@ -84,5 +88,5 @@ func (c *counters) fill(s *Stats) {
 	s.MergeConflicts, s.DroppedMessages = c.mergeConflicts.Load(), c.droppedMessages.Load()
 	s.PullsSent, s.PullsServed = c.pullsSent.Load(), c.pullsServed.Load()
 	s.PullsFailed, s.GenerationBumps = c.pullsFailed.Load(), c.generationBumps.Load()
-	s.MemberlistErrors = c.memberlistErrors.Load()
+	s.MemberlistErrors, s.DeltasBehind = c.memberlistErrors.Load(), c.deltasBehind.Load()
 }

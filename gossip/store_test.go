@@ -59,14 +59,16 @@ func TestStoreMerge(t *testing.T) {
 			{rec("b", 10, 1, "10.0.0.1:80"), outcomeAccepted},
 			{rec("b", 10, 1, "10.0.0.1:80"), outcomeDuplicate},
 		}, []string{"10.0.0.1:80"}},
+		// The winner is the record with the larger content sum
+		// (TestConflictWinnerHasTheLargerSum checks which one that is).
 		{"conflict keeps the same winner whatever the order (a then b)", 10, []step{
 			{rec("b", 10, 1, "10.0.0.1:80"), outcomeAccepted},
 			{rec("b", 10, 1, "10.0.0.2:80"), outcomeConflict},
-		}, []string{"10.0.0.2:80"}},
+		}, []string{"10.0.0.1:80"}},
 		{"conflict keeps the same winner whatever the order (b then a)", 10, []step{
 			{rec("b", 10, 1, "10.0.0.2:80"), outcomeAccepted},
 			{rec("b", 10, 1, "10.0.0.1:80"), outcomeConflict},
-		}, []string{"10.0.0.2:80"}},
+		}, []string{"10.0.0.1:80"}},
 		{"record of a node that is not a member is held but not shown", 0, []step{
 			{rec("b", 10, 1, "10.0.0.1:80"), outcomeAccepted},
 		}, nil},
@@ -109,6 +111,14 @@ func TestStoreMerge(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestConflictWinnerHasTheLargerSum(t *testing.T) {
+	a := fullDelta(rec("b", 10, 1, "10.0.0.1:80"), 0).Sum
+	b := fullDelta(rec("b", 10, 1, "10.0.0.2:80"), 0).Sum
+	if a <= b {
+		t.Fatalf("sum of 10.0.0.1 %x, of 10.0.0.2 %x: TestStoreMerge expects the first to win", a, b)
 	}
 }
 
