@@ -42,14 +42,19 @@ type NameKey struct {
 }
 
 // NameKeyOf returns the NameKey of a named VIP's registration; its family is
-// the backend's.
+// the backend's. The name is normalised as Build files it: lower-cased, with
+// its leading "/" ("App" and "/app" are one name).
 func NameKeyOf(r *Registration) NameKey {
 	fw := r.Framework
 	if fw == "" {
 		fw = DefaultFramework
 	}
+	name := r.VIP.Name
+	if name != "" && !strings.HasPrefix(name, "/") {
+		name = "/" + name
+	}
 	b := r.Backend.Addr()
-	return NameKey{Framework: strings.ToLower(fw), Name: strings.ToLower(r.VIP.Name), V6: b.Is6() && !b.Is4In6()}
+	return NameKey{Framework: strings.ToLower(fw), Name: strings.ToLower(name), V6: b.Is6() && !b.Is4In6()}
 }
 
 // CompareServiceKeys orders service keys as a Table's VIPs are ordered: by

@@ -64,6 +64,25 @@ func Build(cfg Config, state ClusterState) *Table {
 // The error wraps ErrRangeFull when no address is free, or says why spec or
 // framework cannot be a named VIP.
 func ProposeClaim(cfg Config, state ClusterState, spec Spec, framework string, v6 bool, now time.Time) (Claim, error) {
+	spec, id, err := checkClaimRequest(cfg.WithDefaults().Domain, spec, framework, v6)
+	if err != nil {
+		return Claim{}, err
+	}
+	b := newBuilder(cfg)
+	b.collect(state)
+	b.place()
+
+	alloc := b.alloc(v6)
+	if e, ok := b.entries[id]; ok && e.dnsErr == nil {
+		return claimOfPlaced(spec, e, alloc.r, now)
+	}
+	c, _, err := claimOfNew(spec, id, alloc.r, alloc.firstFree, now)
+	return c, err
+}
+
+// checkClaimRequest checks what ProposeClaim is asked and returns the spec
+// normalised and the identity whose address is asked for.
+func checkClaimRequest(domain string, spec Spec, framework string, v6 bool) (Spec, identity, error) {
 	spec, err := spec.validate()
 	if err == nil && !spec.Named() {
 		err = fmt.Errorf("%s is an IP VIP: only named VIPs claim an address", spec)
@@ -72,34 +91,38 @@ func ProposeClaim(cfg Config, state ClusterState, spec Spec, framework string, v
 		framework = DefaultFramework
 	}
 	if err == nil {
-		_, _, err = DNSNames(spec.Name, framework, cfg.WithDefaults().Domain)
+		_, _, err = DNSNames(spec.Name, framework, domain)
 	}
 	if err != nil {
-		return Claim{}, fmt.Errorf("propose claim for %s: %w", spec, err)
+		return spec, identity{}, fmt.Errorf("propose claim for %s: %w", spec, err)
 	}
-	b := newBuilder(cfg)
-	b.collect(state)
-	b.place()
+	return spec, identity{framework: strings.ToLower(framework), name: strings.ToLower(spec.Name), v6: v6}, nil
+}
 
-	id := identity{framework: strings.ToLower(framework), name: strings.ToLower(spec.Name), v6: v6}
-	alloc := b.alloc(v6)
-	if e, ok := b.entries[id]; ok && e.dnsErr == nil {
-		if !e.placed {
-			return Claim{}, fmt.Errorf("propose claim for %s (%s): range %s: %w", spec, id.framework, alloc.r.prefix, ErrRangeFull)
-		}
-		if e.claimed && e.claim.Addr == e.addr {
-			return e.claim, nil
-		}
-		return Claim{Addr: e.addr, Since: now}, nil
+// claimOfPlaced is ProposeClaim's answer for a name the state already has
+// (e, placed by the address book, in range r).
+func claimOfPlaced(spec Spec, e *nameEntry, r addrRange, now time.Time) (Claim, error) {
+	if !e.placed {
+		return Claim{}, fmt.Errorf("propose claim for %s (%s): range %s: %w", spec, e.id.framework, r.prefix, ErrRangeFull)
 	}
-	if alloc.r.size == 0 {
-		return Claim{}, fmt.Errorf("propose claim for %s (%s): range %s has no usable address: %w", spec, id.framework, alloc.r.prefix, ErrRangeFull)
+	if e.claimed && e.claim.Addr == e.addr {
+		return e.claim, nil
 	}
-	i, ok := alloc.firstFree(probeStart(id, alloc.r.size))
+	return Claim{Addr: e.addr, Since: now}, nil
+}
+
+// claimOfNew is ProposeClaim's answer for a name the state does not have:
+// the first free address of r from the name's hash, as firstFree finds it
+// (it does not take the address). It also returns the address's index.
+func claimOfNew(spec Spec, id identity, r addrRange, firstFree func(uint64) (uint64, bool), now time.Time) (Claim, uint64, error) {
+	if r.size == 0 {
+		return Claim{}, 0, fmt.Errorf("propose claim for %s (%s): range %s has no usable address: %w", spec, id.framework, r.prefix, ErrRangeFull)
+	}
+	i, ok := firstFree(probeStart(id, r.size))
 	if !ok {
-		return Claim{}, fmt.Errorf("propose claim for %s (%s): range %s: %w", spec, id.framework, alloc.r.prefix, ErrRangeFull)
+		return Claim{}, 0, fmt.Errorf("propose claim for %s (%s): range %s: %w", spec, id.framework, r.prefix, ErrRangeFull)
 	}
-	return Claim{Addr: alloc.r.addr(i), Since: now}, nil
+	return Claim{Addr: r.addr(i), Since: now}, i, nil
 }
 
 // Find returns the VIP with key k.
@@ -243,7 +266,7 @@ type memberView struct {
 }
 
 func (b *builder) view(m member) memberView {
-	return memberView{node: b.state[m.node].Node, weight: m.weight, health: healthNames[m.health], scheduler: b.schedName(m.sched), persistence: m.persistence}
+	return memberView{node: b.nodeNames[m.node], weight: m.weight, health: healthNames[m.health], scheduler: b.schedName(m.sched), persistence: m.persistence}
 }
 
 // compareMembers orders members by backend (IPv4 first, as netip does),
@@ -298,10 +321,11 @@ type builder struct {
 	// specs remembers, for each spec as registrations spell it, the group
 	// it was filed in (or why it was refused): a VIP's backends repeat the
 	// same spec, and checking and lower-casing it once is most of add.
-	specs map[specMemo]specResult
-	state ClusterState     // what collect read; members point into it
-	views []memberView     // fillBackends' scratch: the kept members' registrations
-	addrs []netip.AddrPort // and their backends
+	specs     map[specMemo]specResult
+	state     ClusterState     // what collect read; members point into it
+	nodeNames []string         // member.node -> node name
+	views     []memberView     // fillBackends' scratch: the kept members' registrations
+	addrs     []netip.AddrPort // and their backends
 
 	scheds       []string          // interned scheduler names (schedIndex)
 	schedMap     map[string]uint32 // past the first few
@@ -359,6 +383,10 @@ func (b *builder) alloc(v6 bool) *allocator {
 
 func (b *builder) collect(state ClusterState) {
 	b.state = state
+	b.nodeNames = make([]string, len(state))
+	for i := range state {
+		b.nodeNames[i] = state[i].Node
+	}
 	// First pass: check each registration and find its group; second pass:
 	// copy the members into one array, grouped, so that a large state costs
 	// a few allocations rather than one per group.
@@ -410,17 +438,9 @@ func (b *builder) collect(state ClusterState) {
 // add checks one registration and returns the index of the group it
 // belongs to.
 func (b *builder) add(node string, r *Registration) (int32, error) {
-	backendAddr := r.Backend.Addr().Unmap()
-	if err := checkVIPAddr(backendAddr); err != nil {
-		return 0, fmt.Errorf("backend %w", err)
-	}
-	if r.Backend.Port() == 0 {
-		return 0, fmt.Errorf("backend port \"0\" %w", ErrBadPort)
-	}
-	switch r.Health {
-	case "", Healthy, Draining, Unhealthy:
-	default:
-		return 0, fmt.Errorf("health %q is not one of healthy, draining, unhealthy", r.Health)
+	backendAddr, err := checkBackend(r)
+	if err != nil {
+		return 0, err
 	}
 	mk := specMemo{spec: r.VIP, framework: r.Framework, v6: backendAddr.Is6()}
 	res, ok := b.specs[mk]
@@ -442,40 +462,70 @@ func (b *builder) add(node string, r *Registration) (int32, error) {
 	return res.group, nil
 }
 
-// fileSpec checks a registration's spec and framework and returns the group
-// of its VIP, made if new.
-func (b *builder) fileSpec(vipSpec Spec, framework string, backendAddr netip.Addr) (int32, string, error) {
+// checkBackend checks what a registration says of its backend and returns
+// the backend's address, unmapped.
+func checkBackend(r *Registration) (netip.Addr, error) {
+	backendAddr := r.Backend.Addr().Unmap()
+	if err := checkVIPAddr(backendAddr); err != nil {
+		return backendAddr, fmt.Errorf("backend %w", err)
+	}
+	if r.Backend.Port() == 0 {
+		return backendAddr, fmt.Errorf("backend port \"0\" %w", ErrBadPort)
+	}
+	switch r.Health {
+	case "", Healthy, Draining, Unhealthy:
+	default:
+		return backendAddr, fmt.Errorf("health %q is not one of healthy, draining, unhealthy", r.Health)
+	}
+	return backendAddr, nil
+}
+
+// checkSpec checks a registration's spec and framework and returns the key
+// of the group its VIP is filed in, and the name as validate normalised it.
+func checkSpec(vipSpec Spec, framework string, backendAddr netip.Addr) (groupKey, string, error) {
 	spec, err := vipSpec.validate()
 	if err != nil {
-		return 0, "", err
+		return groupKey{}, "", err
 	}
-
 	key := groupKey{port: spec.Port, proto: spec.Protocol}
 	if spec.Named() {
 		if framework == "" {
 			framework = DefaultFramework
 		}
 		if err := checkLabel(framework); err != nil {
-			return 0, "", fmt.Errorf("framework: %w", err)
+			return groupKey{}, "", fmt.Errorf("framework: %w", err)
 		}
 		key.id = identity{framework: strings.ToLower(framework), name: strings.ToLower(spec.Name), v6: backendAddr.Is6()}
 	} else {
 		if spec.Addr.Is6() != backendAddr.Is6() {
-			return 0, "", fmt.Errorf("backend is %s but the VIP is %s: an IP VIP's backends must be of its family", family(backendAddr), family(spec.Addr))
+			return groupKey{}, "", fmt.Errorf("backend is %s but the VIP is %s: an IP VIP's backends must be of its family", family(backendAddr), family(spec.Addr))
 		}
 		key.addr = spec.Addr
+	}
+	return key, spec.Name, nil
+}
+
+// named reports whether k is the key of a named VIP's group.
+func (k groupKey) named() bool { return !k.addr.IsValid() }
+
+// fileSpec checks a registration's spec and framework and returns the group
+// of its VIP, made if new.
+func (b *builder) fileSpec(vipSpec Spec, framework string, backendAddr netip.Addr) (int32, string, error) {
+	key, name, err := checkSpec(vipSpec, framework, backendAddr)
+	if err != nil {
+		return 0, "", err
 	}
 	gi, ok := b.groups[key]
 	if !ok {
 		gi = int32(len(b.group))
 		b.groups[key] = gi
 		g := group{key: key}
-		if spec.Named() {
+		if key.named() {
 			g.entry = b.entry(key.id)
 		}
 		b.group = append(b.group, g)
 	}
-	return gi, spec.Name, nil
+	return gi, name, nil
 }
 
 func family(a netip.Addr) string {
@@ -583,23 +633,12 @@ func (b *builder) table() *Table {
 	for _, s := range slots {
 		g := s.g
 		if g.entry == nil {
-			spec := Spec{Protocol: g.key.proto, Addr: g.key.addr, Port: g.key.port}
 			if n := len(t.VIPs); n > 0 && t.VIPs[n-1].ServiceKey == s.key {
-				held := &t.VIPs[n-1]
-				b.errs = append(b.errs, fmt.Sprintf("vip %s: left out: named VIP %s (%s) holds %s", spec, held.Name, held.Framework, spec))
+				b.errs = append(b.errs, leftOutLine(g.key, &t.VIPs[n-1]))
 				continue
 			}
-			t.VIPs = append(t.VIPs, VIP{ServiceKey: s.key, Label: spec.String()})
-		} else {
-			e := g.entry
-			t.VIPs = append(t.VIPs, VIP{
-				ServiceKey: s.key,
-				Label:      Spec{Protocol: g.key.proto, Name: e.display, Port: g.key.port}.String(),
-				Name:       e.display,
-				Framework:  e.id.framework,
-				Names:      e.names, // shared by the ports of one name; a Table is immutable
-			})
 		}
+		t.VIPs = append(t.VIPs, groupVIP(s.key, g.key, g.entry))
 		b.fillBackends(&t.VIPs[len(t.VIPs)-1], g.members)
 	}
 	if len(b.errs) > 0 {
@@ -607,6 +646,28 @@ func (b *builder) table() *Table {
 		t.Errors = slices.Compact(b.errs)
 	}
 	return t
+}
+
+// groupVIP is the VIP of the group with key gk (and entry e, for a named
+// VIP) at service key k, before its backends are filled.
+func groupVIP(k ServiceKey, gk groupKey, e *nameEntry) VIP {
+	if e == nil {
+		return VIP{ServiceKey: k, Label: Spec{Protocol: gk.proto, Addr: gk.addr, Port: gk.port}.String()}
+	}
+	return VIP{
+		ServiceKey: k,
+		Label:      Spec{Protocol: gk.proto, Name: e.display, Port: gk.port}.String(),
+		Name:       e.display,
+		Framework:  e.id.framework,
+		Names:      e.names, // shared by the ports of one name; a Table is immutable
+	}
+}
+
+// leftOutLine is the error line of the IP VIP of group key gk, left out
+// because the named VIP held is on the same service key.
+func leftOutLine(gk groupKey, held *VIP) string {
+	spec := Spec{Protocol: gk.proto, Addr: gk.addr, Port: gk.port}
+	return fmt.Sprintf("vip %s: left out: named VIP %s (%s) holds %s", spec, held.Name, held.Framework, spec)
 }
 
 // fillBackends settles v's backends, scheduler, persistence and conflicts
