@@ -14,7 +14,7 @@ import (
 
 const (
 	app2     = "app2.dcos-101.marathon.l4lb.thisdcos.directory."
-	app2Flat = "app2dcos-101.marathon.l4lb.thisdcos.directory."
+	app2Flat = "dcos-101app2.marathon.l4lb.thisdcos.directory."
 	apex     = "l4lb.thisdcos.directory."
 )
 
@@ -52,8 +52,8 @@ func TestAuthoritativeAnswers(t *testing.T) {
 			answer: []string{"web.marathon." + apex + "\t5\tIN\tAAAA\tfd01:c::5"}},
 		{name: "alias dclb.thisdcos.directory", qname: "app2.dcos-101.marathon.dclb.thisdcos.directory.", qtype: mdns.TypeA,
 			answer: []string{"app2.dcos-101.marathon.dclb.thisdcos.directory.\t5\tIN\tA\t11.0.0.1"}},
-		{name: "alias l4lb.thisdcos.global", qname: "app2dcos-101.marathon.l4lb.thisdcos.global.", qtype: mdns.TypeA,
-			answer: []string{"app2dcos-101.marathon.l4lb.thisdcos.global.\t5\tIN\tA\t11.0.0.1"}},
+		{name: "alias l4lb.thisdcos.global", qname: "dcos-101app2.marathon.l4lb.thisdcos.global.", qtype: mdns.TypeA,
+			answer: []string{"dcos-101app2.marathon.l4lb.thisdcos.global.\t5\tIN\tA\t11.0.0.1"}},
 		{name: "alias dclb.thisdcos.global", qname: "app2.dcos-101.marathon.dclb.thisdcos.global.", qtype: mdns.TypeA,
 			answer: []string{"app2.dcos-101.marathon.dclb.thisdcos.global.\t5\tIN\tA\t11.0.0.1"}},
 		{name: "SRV tcp, one per port, glue in additional", qname: "_app2._tcp.dcos-101.marathon." + apex, qtype: mdns.TypeSRV,
@@ -65,10 +65,10 @@ func TestAuthoritativeAnswers(t *testing.T) {
 		{name: "SRV udp", qname: "_app2._udp.dcos-101.marathon." + apex, qtype: mdns.TypeSRV,
 			answer: []string{"_app2._udp.dcos-101.marathon." + apex + "\t5\tIN\tSRV\t0 0 5353 " + app2},
 			extra:  []string{app2 + "\t5\tIN\tA\t11.0.0.1"}},
-		{name: "SRV for the flattened name", qname: "_app2dcos-101._tcp.marathon." + apex, qtype: mdns.TypeSRV,
+		{name: "SRV for the flattened name", qname: "_dcos-101app2._tcp.marathon." + apex, qtype: mdns.TypeSRV,
 			answer: []string{
-				"_app2dcos-101._tcp.marathon." + apex + "\t5\tIN\tSRV\t0 0 10000 " + app2Flat,
-				"_app2dcos-101._tcp.marathon." + apex + "\t5\tIN\tSRV\t0 0 10001 " + app2Flat,
+				"_dcos-101app2._tcp.marathon." + apex + "\t5\tIN\tSRV\t0 0 10000 " + app2Flat,
+				"_dcos-101app2._tcp.marathon." + apex + "\t5\tIN\tSRV\t0 0 10001 " + app2Flat,
 			},
 			extra: []string{app2Flat + "\t5\tIN\tA\t11.0.0.1"}},
 		{name: "SRV under an alias", qname: "_app2._udp.dcos-101.marathon.dclb.thisdcos.global.", qtype: mdns.TypeSRV,

@@ -5,7 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strings"
+	"slices"
 	"sync"
 	"testing"
 
@@ -83,21 +83,23 @@ func quietLog() *logrus.Entry {
 }
 
 // named builds a named VIP as vip.Build would: Names holds the path name and
-// the flattened DC/OS name under the default domain.
+// the flattened DC/OS name (when it differs) under the default domain, as
+// vip.DNSNames spells them.
 func named(path string, addr string, port uint16, proto vip.Protocol, weights ...uint32) vip.VIP {
-	segs := strings.Split(strings.Trim(path, "/"), "/")
-	rev := make([]string, len(segs))
-	for i, s := range segs {
-		rev[len(segs)-1-i] = s
+	pathName, flat, err := vip.DNSNames(path, "", "")
+	if err != nil {
+		panic(err)
 	}
-	pathName := strings.Join(rev, ".") + ".marathon." + vip.DefaultDomain + "."
-	flat := strings.Join(segs[len(segs)-1:], "") + strings.Join(segs[:len(segs)-1], "") + ".marathon." + vip.DefaultDomain + "."
+	names := []string{pathName}
+	if flat != "" && flat != pathName {
+		names = append(names, flat)
+	}
 	v := vip.VIP{
 		ServiceKey: vip.ServiceKey{Addr: netip.MustParseAddr(addr), Port: port, Protocol: proto},
 		Label:      fmt.Sprintf("%s:%d", path, port),
 		Name:       path,
 		Framework:  vip.DefaultFramework,
-		Names:      []string{pathName, flat},
+		Names:      names,
 		Scheduler:  vip.DefaultScheduler,
 	}
 	if len(weights) == 0 {
@@ -180,4 +182,12 @@ func rrStrings(rrs []mdns.RR) []string {
 		out = append(out, rr.String())
 	}
 	return out
+}
+
+// zoneNames returns the owner names of a zone, sorted.
+func zoneNames(z *zone) []string {
+	var names []string
+	z.each(func(name string, _ *node) { names = append(names, name) })
+	slices.Sort(names)
+	return names
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"slices"
 	"strings"
 	"testing"
 
@@ -54,11 +53,7 @@ func TestPreparedAnswersMatchResolver(t *testing.T) {
 		tab := randomTable(rng, 5+rng.IntN(40))
 		s := newTestServer(t, Config{Forward: round%2 == 0, Upstreams: []string{"127.0.0.1:1"}}, tab)
 		z := s.zone.Load()
-		var names []string
-		for name := range z.nodes {
-			names = append(names, name)
-		}
-		slices.Sort(names)
+		names := zoneNames(z)
 		prepared := 0
 		for _, name := range names {
 			for _, qtype := range []uint16{mdns.TypeA, mdns.TypeAAAA, mdns.TypeSRV, mdns.TypeTXT} {

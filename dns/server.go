@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,9 +29,11 @@ type Server struct {
 	// replyBufs holds buffers for prepared replies on the handler path.
 	replyBufs sync.Pool
 
-	// updateMu serialises zone builds; it guards serial.
+	// updateMu serialises zone updates; it guards serial and applied.
 	updateMu sync.Mutex
 	serial   uint32
+	// applied is the table the zone in use was made from.
+	applied *vip.Table
 
 	// mu guards the listeners' lifecycle: running, servers, udpConns,
 	// addrs.
@@ -64,9 +67,13 @@ func NewServer(cfg Config) (*Server, error) {
 
 // Update makes t the table whose VIPs are answered. t must hold only the VIPs
 // programmed in this node's kernel; a VIP is answered only if one of its
-// backends has weight > 0. The zone is built here, off the query path, and
-// swapped in atomically: a query sees either the old zone or the new one.
-// nil means no VIPs.
+// backends has weight > 0. The new zone is made here, off the query path,
+// and swapped in atomically: a query sees either the old zone or the new
+// one. When t descends from the table of the last Update (vip.Derive) and
+// the lineage still says where they differ (vip.Table.ChangedSince), only
+// the names of the VIPs at those keys are redone, at a cost that follows the
+// change; otherwise the zone is built in full. Every Update moves the SOA
+// serial. nil means no VIPs.
 func (s *Server) Update(t *vip.Table) {
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
@@ -76,21 +83,26 @@ func (s *Server) Update(t *vip.Table) {
 	}
 	s.serial = serial
 	start := time.Now()
-	z, st := buildZone(zoneInput{
-		apex:    s.cfg.apex,
-		aliases: s.cfg.aliases,
-		ttl:     s.cfg.ttl,
-		ra:      s.cfg.forward,
-		serial:  serial,
-		nsAddrs: nsAddrs(s.cfg.listen),
-	}, t)
-	s.zone.Store(z)
-	if len(st.outside) > 0 {
-		// One line per build, not one per name: a misconfigured domain
-		// would otherwise log every VIP on every update.
-		s.cfg.log.WithFields(logrus.Fields{"vip": st.outside[0], "reason": "not under " + s.cfg.apex}).
-			Warnf("%d VIP names left out of the zone", len(st.outside))
+	if keys, ok := t.ChangedSince(s.applied); ok {
+		z, st, err := s.zone.Load().update(serial, s.applied, t, keys)
+		if err == nil {
+			s.zone.Store(z)
+			s.applied = t
+			s.stats.zoneUpdates.Add(1)
+			s.warnOutside(st.outside)
+			s.cfg.log.WithFields(logrus.Fields{
+				"serial": serial, "keys": st.keys, "changed": st.changed, "changed_names": st.names,
+				"names": z.vipNames, "took": time.Since(start).Round(time.Microsecond),
+			}).Debug("zone updated by difference")
+			return
+		}
+		s.cfg.log.WithField("reason", err.Error()).Error("zone update by difference failed; building the zone in full")
 	}
+	z, st := buildZone(s.zoneInput(serial), t)
+	s.zone.Store(z)
+	s.applied = t
+	s.stats.zoneRebuilds.Add(1)
+	s.warnOutside(st.outside)
 	if t != nil {
 		s.cfg.log.WithFields(logrus.Fields{
 			"serial": serial, "vips": st.vips, "named": st.named, "not_serving": st.notServing,
@@ -99,12 +111,34 @@ func (s *Server) Update(t *vip.Table) {
 	}
 }
 
+// zoneInput is what every zone of this server is made from.
+func (s *Server) zoneInput(serial uint32) zoneInput {
+	return zoneInput{
+		apex:    s.cfg.apex,
+		aliases: s.cfg.aliases,
+		ttl:     s.cfg.ttl,
+		ra:      s.cfg.forward,
+		serial:  serial,
+		nsAddrs: nsAddrs(s.cfg.listen),
+	}
+}
+
+// warnOutside logs the VIP names an update left out of the zone: one line
+// per update, not one per name, or a misconfigured domain would log every
+// VIP on every update.
+func (s *Server) warnOutside(outside []string) {
+	if len(outside) > 0 {
+		s.cfg.log.WithFields(logrus.Fields{"vip": outside[0], "reason": "not under " + s.cfg.apex}).
+			Warnf("%d VIP names left out of the zone", len(outside))
+	}
+}
+
 // nsAddrs are the addresses given to ns.<apex>: the specific listen
 // addresses.
 func nsAddrs(listen []netip.AddrPort) []netip.Addr {
 	var out []netip.Addr
 	for _, l := range listen {
-		if a := l.Addr().Unmap(); !a.IsUnspecified() {
+		if a := l.Addr().Unmap(); !a.IsUnspecified() && !slices.Contains(out, a) {
 			out = append(out, a)
 		}
 	}

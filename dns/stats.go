@@ -37,6 +37,11 @@ type Stats struct {
 	// how many names of VIPs it answers (under the primary apex).
 	ZoneSerial uint32
 	ZoneNames  int
+	// ZoneUpdates counts the Updates applied by difference; ZoneRebuilds
+	// those that built the zone in full (the first, and any table that does
+	// not descend from the last one applied).
+	ZoneUpdates  uint64
+	ZoneRebuilds uint64
 }
 
 // counters are the live, lock-free form of Stats.
@@ -46,6 +51,7 @@ type counters struct {
 	upstreamFailures, forwardFailures     atomic.Uint64
 	loops, formErr, dropped, inFlightHits atomic.Uint64
 	truncated                             atomic.Uint64
+	zoneUpdates, zoneRebuilds             atomic.Uint64
 }
 
 func (c *counters) reply(rcode int) {
@@ -67,6 +73,8 @@ func (c *counters) snapshot() Stats {
 		Dropped:          c.dropped.Load(),
 		InFlightCapHits:  c.inFlightHits.Load(),
 		Truncated:        c.truncated.Load(),
+		ZoneUpdates:      c.zoneUpdates.Load(),
+		ZoneRebuilds:     c.zoneRebuilds.Load(),
 	}
 	for rc := range c.rcodes {
 		if n := c.rcodes[rc].Load(); n > 0 {

@@ -56,11 +56,11 @@ func (z *zone) fastReply(dst []byte, q *query) ([]byte, bool) {
 	if q.qclass != mdns.ClassINET {
 		return nil, false
 	}
-	fn := z.fast[string(q.key)]
-	if fn == nil {
+	nd := z.lookupKey(q.key)
+	if nd == nil || nd.fast == nil {
 		return nil, false
 	}
-	variants := fn.forType(q.qtype)
+	variants := nd.fast.forType(q.qtype)
 	if len(variants) == 0 {
 		return nil, false
 	}

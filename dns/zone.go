@@ -2,6 +2,7 @@ package dns
 
 import (
 	"cmp"
+	"hash/maphash"
 	"net/netip"
 	"slices"
 	"strings"
@@ -17,9 +18,17 @@ import (
 // and packed per query otherwise.
 const maxFastRotations = 16
 
-// zone is one immutable build of the authoritative data. Records are kept
+// zoneShards is how many maps a zone's names are spread over, by a hash of
+// the name. An update by difference copies only the maps it touches, so its
+// cost follows the change, not the zone: at 10,000 VIPs a map holds about 40
+// names.
+const zoneShards = 1024
+
+// zone is one immutable snapshot of the authoritative data. Records are kept
 // under the primary apex only; a name under an alias is looked up by its
-// primary twin and its records renamed on the way out.
+// primary twin and its records renamed on the way out. A published zone is
+// never written: an update copies what it changes into a new zone (see
+// zoneEdit) that shares everything else.
 type zone struct {
 	serial  uint32
 	ttl     uint32
@@ -29,20 +38,44 @@ type zone struct {
 	ra      bool     // recursion available: set RA in answers
 	soa     *mdns.SOA
 	ns      []mdns.RR
-	nodes   map[string]*node // canonical owner under apex -> records
-	// fast holds prepared wire answers for A, AAAA and SRV questions for
-	// names under the primary apex, keyed by canonical name.
-	fast map[string]*fastNode
+	// seed and shards hold the names: canonical owner under the primary
+	// apex -> its node, in shards[hash(owner)%zoneShards].
+	seed   maphash.Seed
+	shards []map[string]*node
 	// vipNames counts the VIP names answered (under the primary apex).
 	vipNames int
 	// rotation advances once per rotated answer so that clients spread.
 	rotation atomic.Uint32
 }
 
-// node is one owner name in the zone; an empty node is an empty
-// non-terminal (it exists, so NODATA, not NXDOMAIN).
+// node is one owner name in the zone; a node without records is an empty
+// non-terminal (it exists, so NODATA, not NXDOMAIN). The records and the
+// prepared answers are what queries read; the reference counts are what an
+// update by difference needs, and are read by nothing else.
 type node struct {
 	a, aaaa, srv []mdns.RR
+	// fast holds the prepared wire answers to the A, AAAA and SRV questions
+	// for this name (under the primary apex); nil when there are none.
+	fast *fastNode
+	// addrs are the addresses of the name, sorted, each with how many
+	// serving VIPs (or the listen addresses, for ns.<apex>) give it.
+	addrs []addrRef
+	// srvs are the SRV records of the name (an SRV owner), sorted by port
+	// then target, each with how many serving VIPs give it.
+	srvs []srvRef
+	// below counts the names with records at or below this one, itself
+	// included. A node exists while below > 0 (the apex always).
+	below int32
+}
+
+type addrRef struct {
+	addr netip.Addr
+	n    int32
+}
+
+type srvRef struct {
+	srvKey
+	n int32
 }
 
 // fastNode holds, per question type, the prepared answers of one name.
@@ -86,23 +119,27 @@ type srvKey struct {
 	target string
 }
 
-// buildZone builds the zone for a table of programmed VIPs. Only VIPs with at
-// least one backend of weight > 0 are answered. It never fails: names it
-// cannot place are reported in buildStats.
+func compareSrvKeys(x, y srvKey) int {
+	return cmp.Or(cmp.Compare(x.port, y.port), cmp.Compare(x.target, y.target))
+}
+
+// srvOwner is the owner of the SRV records that point at name for proto:
+// _<first label>._<proto>.<parent>.
+func srvOwner(name string, proto vip.Protocol) string {
+	label, parent, _ := strings.Cut(name, ".")
+	return "_" + label + "._" + string(proto) + "." + parent
+}
+
+// buildZone builds the zone for a table of programmed VIPs from scratch: the
+// first zone, the fallback when a table does not descend from the last one,
+// and the oracle that updates by difference are tested against. Only VIPs
+// with at least one backend of weight > 0 are answered. It never fails:
+// names it cannot place are reported in buildStats.
 func buildZone(in zoneInput, t *vip.Table) (*zone, buildStats) {
-	z := &zone{
-		serial:  in.serial,
-		ttl:     in.ttl,
-		apex:    in.apex,
-		aliases: in.aliases,
-		apexes:  append([]string{in.apex}, in.aliases...),
-		ra:      in.ra,
-		nodes:   make(map[string]*node),
-		fast:    make(map[string]*fastNode),
-	}
+	z := newZone(in)
 	var st buildStats
-	addrs := make(map[string][]netip.Addr)
-	srvs := make(map[string][]srvKey)
+	addrs := make(map[string][]addrRef)
+	srvs := make(map[string][]srvRef)
 	if t != nil {
 		st.vips = len(t.VIPs)
 		for i := range t.VIPs {
@@ -121,81 +158,128 @@ func buildZone(in zoneInput, t *vip.Table) (*zone, buildStats) {
 					st.outside = append(st.outside, n)
 					continue
 				}
-				if !slices.Contains(addrs[name], v.Addr) {
-					addrs[name] = append(addrs[name], v.Addr)
-				}
-				label, parent, _ := strings.Cut(name, ".")
-				owner := "_" + label + "._" + string(v.Protocol) + "." + parent
-				k := srvKey{port: v.Port, target: name}
-				if !slices.Contains(srvs[owner], k) {
-					srvs[owner] = append(srvs[owner], k)
-				}
+				addrs[name] = refAddr(addrs[name], v.Addr)
+				owner := srvOwner(name, v.Protocol)
+				srvs[owner] = refSrv(srvs[owner], srvKey{port: v.Port, target: name})
 			}
 		}
 	}
 	nsName := "ns." + z.apex
 	for _, a := range in.nsAddrs {
-		if !slices.Contains(addrs[nsName], a) {
-			addrs[nsName] = append(addrs[nsName], a)
-		}
+		addrs[nsName] = refAddr(addrs[nsName], a)
 	}
-	for name, as := range addrs {
-		slices.SortFunc(as, netip.Addr.Compare)
-		nd := z.node(name)
-		for _, a := range as {
-			hdr := mdns.RR_Header{Name: name, Class: mdns.ClassINET, Ttl: z.ttl}
-			if a.Is4() {
-				hdr.Rrtype = mdns.TypeA
-				nd.a = append(nd.a, &mdns.A{Hdr: hdr, A: a.AsSlice()})
-			} else {
-				hdr.Rrtype = mdns.TypeAAAA
-				nd.aaaa = append(nd.aaaa, &mdns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+	for name, refs := range addrs {
+		slices.SortFunc(refs, func(x, y addrRef) int { return x.addr.Compare(y.addr) })
+		z.node(name).addrs = refs
+	}
+	for owner, refs := range srvs {
+		slices.SortFunc(refs, func(x, y srvRef) int { return compareSrvKeys(x.srvKey, y.srvKey) })
+		z.node(owner).srvs = refs
+	}
+	// Every name between an owner and the apex exists (RFC 8020).
+	var owners []string
+	z.each(func(name string, nd *node) {
+		z.fill(name, nd)
+		owners = append(owners, name)
+	})
+	for _, name := range owners {
+		for p := name; p != ""; p = parentName(p) {
+			z.node(p).below++
+			if p == z.apex || !under(z.apex, p) {
+				break
 			}
 		}
 	}
-	for owner, ks := range srvs {
-		slices.SortFunc(ks, func(x, y srvKey) int {
-			return cmp.Or(cmp.Compare(x.port, y.port), cmp.Compare(x.target, y.target))
-		})
-		nd := z.node(owner)
-		for _, k := range ks {
-			nd.srv = append(nd.srv, &mdns.SRV{
-				Hdr:    mdns.RR_Header{Name: owner, Rrtype: mdns.TypeSRV, Class: mdns.ClassINET, Ttl: z.ttl},
-				Port:   k.port,
-				Target: k.target,
-			})
-		}
-	}
-	// Every name between an owner and the apex exists (RFC 8020).
-	for name := range z.nodes {
-		for p := parentName(name); p != "" && p != z.apex && under(z.apex, p); p = parentName(p) {
-			z.node(p)
-		}
-	}
 	z.node(z.apex)
-	z.soa = &mdns.SOA{
+	z.vipNames = 0
+	z.each(func(name string, nd *node) {
+		if name != nsName && (len(nd.a) > 0 || len(nd.aaaa) > 0) {
+			z.vipNames++
+		}
+		nd.fast = z.prepare(name, nd)
+	})
+	return z, st
+}
+
+// newZone returns a zone without names but its apex.
+func newZone(in zoneInput) *zone {
+	z := &zone{
+		serial:  in.serial,
+		ttl:     in.ttl,
+		apex:    in.apex,
+		aliases: in.aliases,
+		apexes:  append([]string{in.apex}, in.aliases...),
+		ra:      in.ra,
+		seed:    maphash.MakeSeed(),
+		shards:  make([]map[string]*node, zoneShards),
+	}
+	z.soa = z.newSOA(in.serial)
+	nsName := "ns." + z.apex
+	z.ns = []mdns.RR{&mdns.NS{
+		Hdr: mdns.RR_Header{Name: z.apex, Rrtype: mdns.TypeNS, Class: mdns.ClassINET, Ttl: z.ttl},
+		Ns:  nsName,
+	}}
+	return z
+}
+
+func (z *zone) newSOA(serial uint32) *mdns.SOA {
+	return &mdns.SOA{
 		Hdr:     mdns.RR_Header{Name: z.apex, Rrtype: mdns.TypeSOA, Class: mdns.ClassINET, Ttl: z.ttl},
-		Ns:      nsName,
+		Ns:      "ns." + z.apex,
 		Mbox:    "hostmaster." + z.apex,
-		Serial:  z.serial,
+		Serial:  serial,
 		Refresh: 60,
 		Retry:   30,
 		Expire:  86400,
 		Minttl:  z.ttl,
 	}
-	z.ns = []mdns.RR{&mdns.NS{
-		Hdr: mdns.RR_Header{Name: z.apex, Rrtype: mdns.TypeNS, Class: mdns.ClassINET, Ttl: z.ttl},
-		Ns:  nsName,
-	}}
-	z.vipNames = 0
-	for name, nd := range z.nodes {
-		if name != nsName && (len(nd.a) > 0 || len(nd.aaaa) > 0) {
-			z.vipNames++
-		}
-		z.prepare(name, nd)
-	}
-	return z, st
 }
+
+// refAddr adds one reference to a in refs.
+func refAddr(refs []addrRef, a netip.Addr) []addrRef {
+	for i := range refs {
+		if refs[i].addr == a {
+			refs[i].n++
+			return refs
+		}
+	}
+	return append(refs, addrRef{addr: a, n: 1})
+}
+
+// refSrv adds one reference to k in refs.
+func refSrv(refs []srvRef, k srvKey) []srvRef {
+	for i := range refs {
+		if refs[i].srvKey == k {
+			refs[i].n++
+			return refs
+		}
+	}
+	return append(refs, srvRef{srvKey: k, n: 1})
+}
+
+// fill sets the records of a node from its references.
+func (z *zone) fill(name string, nd *node) {
+	nd.a, nd.aaaa, nd.srv = nil, nil, nil
+	for _, r := range nd.addrs {
+		hdr := mdns.RR_Header{Name: name, Class: mdns.ClassINET, Ttl: z.ttl}
+		if r.addr.Is4() {
+			hdr.Rrtype = mdns.TypeA
+			nd.a = append(nd.a, &mdns.A{Hdr: hdr, A: r.addr.AsSlice()})
+		} else {
+			hdr.Rrtype = mdns.TypeAAAA
+			nd.aaaa = append(nd.aaaa, &mdns.AAAA{Hdr: hdr, AAAA: r.addr.AsSlice()})
+		}
+	}
+	for _, r := range nd.srvs {
+		nd.srv = append(nd.srv, &mdns.SRV{
+			Hdr:    mdns.RR_Header{Name: name, Rrtype: mdns.TypeSRV, Class: mdns.ClassINET, Ttl: z.ttl},
+			Port:   r.port,
+			Target: r.target,
+		})
+	}
+}
+
+func (nd *node) hasRecords() bool { return len(nd.a) > 0 || len(nd.aaaa) > 0 || len(nd.srv) > 0 }
 
 // serving says whether a VIP may be answered: it takes new connections.
 func serving(v *vip.VIP) bool {
@@ -207,11 +291,43 @@ func serving(v *vip.VIP) bool {
 	return false
 }
 
+// shardOf returns the index of the map that holds name.
+func (z *zone) shardOf(name string) int {
+	return int(maphash.String(z.seed, name) % zoneShards)
+}
+
+// lookup returns the node of a canonical name under the primary apex.
+func (z *zone) lookup(name string) *node {
+	return z.shards[z.shardOf(name)][name]
+}
+
+// lookupKey is lookup for a name held in bytes, without allocating.
+func (z *zone) lookupKey(key []byte) *node {
+	return z.shards[maphash.Bytes(z.seed, key)%zoneShards][string(key)]
+}
+
+// each calls f for every node of the zone, in no particular order.
+func (z *zone) each(f func(name string, nd *node)) {
+	for _, sh := range z.shards {
+		for name, nd := range sh {
+			f(name, nd)
+		}
+	}
+}
+
+// node returns the node of name, made empty if missing. Only for a zone
+// being built, never one that queries may see.
 func (z *zone) node(name string) *node {
-	nd := z.nodes[name]
+	i := z.shardOf(name)
+	sh := z.shards[i]
+	if sh == nil {
+		sh = make(map[string]*node)
+		z.shards[i] = sh
+	}
+	nd := sh[name]
 	if nd == nil {
 		nd = &node{}
-		z.nodes[name] = nd
+		sh[name] = nd
 	}
 	return nd
 }
@@ -236,10 +352,11 @@ func parentName(name string) string {
 }
 
 // prepare packs the answers of one name for its A, AAAA and SRV questions,
-// one per rotation.
-func (z *zone) prepare(name string, nd *node) {
+// one per rotation; nil when it has none. SRV answers carry their targets'
+// addresses, so they are prepared after every node they point at is filled.
+func (z *zone) prepare(name string, nd *node) *fastNode {
 	if strings.IndexByte(name, '\\') >= 0 {
-		return // escaped names go the slow way
+		return nil // escaped names go the slow way
 	}
 	var f fastNode
 	build := func(qtype uint16, rrs []mdns.RR) [][]byte {
@@ -260,9 +377,10 @@ func (z *zone) prepare(name string, nd *node) {
 	f.a = build(mdns.TypeA, nd.a)
 	f.aaaa = build(mdns.TypeAAAA, nd.aaaa)
 	f.srv = build(mdns.TypeSRV, nd.srv)
-	if f.a != nil || f.aaaa != nil || f.srv != nil {
-		z.fast[name] = &f
+	if f.a == nil && f.aaaa == nil && f.srv == nil {
+		return nil
 	}
+	return &f
 }
 
 // answerMsg is the reply template for a question under the primary apex
@@ -317,7 +435,7 @@ func (z *zone) resolve(qname string, qtype uint16, rot uint32) resolution {
 	if apex != z.apex {
 		key = lower[:len(lower)-len(apex)] + z.apex
 	}
-	nd := z.nodes[key]
+	nd := z.lookup(key)
 	if nd == nil {
 		res.rcode = mdns.RcodeNameError
 		res.ns = []mdns.RR{z.rename(z.soa, apex)}
@@ -348,7 +466,7 @@ func (z *zone) resolve(qname string, qtype uint16, rot uint32) resolution {
 		}
 	}
 	for _, g := range glue {
-		if gn := z.nodes[g]; gn != nil {
+		if gn := z.lookup(g); gn != nil {
 			res.extra = slices.Concat(res.extra, gn.a, gn.aaaa)
 		}
 	}
@@ -430,12 +548,23 @@ func (z *zone) records() []mdns.RR {
 		for _, ns := range z.ns {
 			out = append(out, z.rename(ns, apex))
 		}
-		for _, nd := range z.nodes {
+		z.each(func(_ string, nd *node) {
 			for _, rr := range slices.Concat(nd.a, nd.aaaa, nd.srv) {
 				out = append(out, z.rename(rr, apex))
 			}
-		}
+		})
 	}
-	slices.SortFunc(out, func(x, y mdns.RR) int { return strings.Compare(x.String(), y.String()) })
+	type keyed struct {
+		text string
+		rr   mdns.RR
+	}
+	ks := make([]keyed, len(out))
+	for i, rr := range out {
+		ks[i] = keyed{rr.String(), rr}
+	}
+	slices.SortFunc(ks, func(x, y keyed) int { return strings.Compare(x.text, y.text) })
+	for i := range ks {
+		out[i] = ks[i].rr
+	}
 	return out
 }
