@@ -130,7 +130,8 @@ type Status struct {
 
 // Config configures a Checker.
 type Config struct {
-	// OnChange, if not nil, is called for each change of a target's health,
+	// OnChange, if not nil, is called for each change of a target's health
+	// (TakeChanged and Changed give the same changes without a callback),
 	// and once for each target's first result. Calls come one at a time from
 	// one goroutine, in order for each target. OnChange must return promptly
 	// and must not call Close; it may call Status and Set. A call may come
@@ -158,12 +159,15 @@ type Checker struct {
 	stop        chan struct{} // closed by Close to end the dispatcher
 	dispatching sync.WaitGroup
 
-	// mu guards runs, states, queue and closed.
-	mu     sync.Mutex
-	runs   map[string]*run
-	states map[string]*state
-	queue  []transition
-	closed bool
+	notify chan struct{} // has an item when changed is not empty (see Changed)
+
+	// mu guards runs, states, queue, changed and closed.
+	mu      sync.Mutex
+	runs    map[string]*run
+	states  map[string]*state
+	queue   []transition
+	changed map[string]bool // key -> healthy, since the last TakeChanged
+	closed  bool
 }
 
 // run is the goroutine that checks one target with one configuration.
@@ -194,9 +198,11 @@ func New(cfg Config) *Checker {
 		log:      cfg.Log,
 		now:      cfg.Now,
 		wake:     make(chan struct{}, 1),
+		notify:   make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		runs:     map[string]*run{},
 		states:   map[string]*state{},
+		changed:  map[string]bool{},
 	}
 	if c.log == nil {
 		c.log = logrus.StandardLogger()
@@ -224,60 +230,151 @@ func New(cfg Config) *Checker {
 // ended; a target whose check changed is checked afresh but keeps its health
 // until the new check's results move it by the usual thresholds. An invalid
 // target is left out and named in the returned error; the others are applied.
+// Set costs O(targets); Update costs O(change).
 func (c *Checker) Set(targets []Target) error {
+	wanted, errs := validTargets(targets)
+	keep := make(map[string]bool, len(wanted))
+	for _, t := range wanted {
+		keep[t.Key] = true
+	}
+	c.mu.Lock()
+	var remove []string
+	for key := range c.runs {
+		if !keep[key] {
+			remove = append(remove, key)
+		}
+	}
+	c.mu.Unlock()
+	// A run started between the two locks (a concurrent Update) is kept:
+	// Set and Update racing have no defined winner.
+	if err := c.apply(wanted, remove); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+// Update changes the set of targets by difference: the targets in add are
+// added, or replace the target with their key as Set would (an unchanged
+// target is left alone, a changed one keeps its health); the keys in
+// remove stop and leave Status, and their pending changes leave
+// TakeChanged. Update returns once the removed and replaced checks have
+// ended. A key in both lists is removed, then added: it starts afresh,
+// unknown. Unknown keys in remove are ignored. An invalid target is left out
+// and named in the returned error; the rest is applied. Update costs
+// O(len(add) + len(remove)), whatever the number of targets.
+func (c *Checker) Update(add []Target, remove []string) error {
+	wanted, errs := validTargets(add)
+	if err := c.apply(wanted, remove); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+// validTargets fills in the defaults of targets and leaves out (and names)
+// the invalid ones and the second of two with one key.
+func validTargets(targets []Target) ([]Target, []error) {
 	var errs []error
-	wanted := make(map[string]Target, len(targets))
+	out := make([]Target, 0, len(targets))
+	seen := make(map[string]bool, len(targets))
 	for _, t := range targets {
 		t, err := t.withDefaults()
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if _, dup := wanted[t.Key]; dup {
+		if seen[t.Key] {
 			errs = append(errs, fmt.Errorf("target %q: given twice; the first is kept", t.Key))
 			continue
 		}
-		wanted[t.Key] = t
+		seen[t.Key] = true
+		out = append(out, t)
 	}
+	return out, errs
+}
 
+// apply removes the keys in remove, then starts or replaces the targets in
+// add, and waits for the stopped runs to end.
+func (c *Checker) apply(add []Target, remove []string) error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return errors.New("health checker is closed")
 	}
 	var stopped []*run
-	for key, r := range c.runs {
-		t, keep := wanted[key]
-		if keep && t == r.target {
-			continue
+	for _, key := range remove {
+		if r, ok := c.runs[key]; ok {
+			r.cancel()
+			stopped = append(stopped, r)
+			delete(c.runs, key)
 		}
-		r.cancel()
-		stopped = append(stopped, r)
-		delete(c.runs, key)
-		if !keep {
-			delete(c.states, key)
-		}
+		delete(c.states, key)
+		delete(c.changed, key)
 	}
 	now := c.now()
-	for key, t := range wanted {
-		if _, running := c.runs[key]; running {
-			continue
+	for _, t := range add {
+		if r, running := c.runs[t.Key]; running {
+			if r.target == t {
+				continue
+			}
+			r.cancel()
+			stopped = append(stopped, r)
+			delete(c.runs, t.Key)
 		}
-		s, known := c.states[key]
+		s, known := c.states[t.Key]
 		if !known {
 			s = &state{Status: Status{Since: now}}
-			c.states[key] = s
+			c.states[t.Key] = s
 		} else {
 			s.Successes, s.Failures = 0, 0
 		}
-		c.runs[key] = c.start(t, s)
+		c.runs[t.Key] = c.start(t, s)
 	}
 	c.mu.Unlock()
 
 	for _, r := range stopped {
 		<-r.done
 	}
-	return errors.Join(errs...)
+	return nil
+}
+
+// TakeChanged returns the targets whose health changed (or was first
+// settled) since the previous call, each with its latest health, and
+// forgets them: several changes of one target between two calls give one
+// entry, its last. A removed target's changes are dropped with it. The
+// cost is O(changes), not O(targets). nil when nothing changed.
+func (c *Checker) TakeChanged() map[string]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.changed) == 0 {
+		return nil
+	}
+	out := c.changed
+	c.changed = map[string]bool{}
+	return out
+}
+
+// Changed returns a channel that has a value whenever TakeChanged has
+// something new: one value for any number of changes (coalesced). It is
+// the same channel on every call; use it or OnChange, or both.
+func (c *Checker) Changed() <-chan struct{} { return c.notify }
+
+// Health returns the health of one target: checked is false while it has
+// no result yet (or is not a target); then healthy is false too. O(1).
+func (c *Checker) Health(key string) (healthy, checked bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.states[key]
+	if !ok || !s.Checked {
+		return false, false
+	}
+	return s.Healthy, true
+}
+
+// Len returns how many targets are being checked.
+func (c *Checker) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.runs)
 }
 
 // start begins checking t; c.mu is held.
@@ -348,8 +445,13 @@ func (c *Checker) record(r *run, s *state, result string, err error) {
 	c.log.WithFields(logrus.Fields{"backend": t.Addr.String(), "reason": reason}).
 		Infof("%s is %s", t.Key, healthWord(passed))
 	c.queue = append(c.queue, transition{key: t.Key, state: s, healthy: passed, reason: reason})
+	c.changed[t.Key] = passed
 	select {
 	case c.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case c.notify <- struct{}{}:
 	default:
 	}
 }

@@ -562,3 +562,199 @@ func BenchmarkHTTPCheck(b *testing.B) {
 		}
 	}
 }
+
+// counting is a probe that records how many checks each key started and
+// gives each key's results from a script (then blocks until cancelled).
+type counting struct {
+	mu      sync.Mutex
+	starts  map[string]int
+	results map[string][]bool
+}
+
+func (p *counting) probe(ctx context.Context, t Target) (string, error) {
+	p.mu.Lock()
+	p.starts[t.Key]++
+	rs := p.results[t.Key]
+	if len(rs) == 0 {
+		p.mu.Unlock()
+		<-ctx.Done()
+		return "", ctx.Err()
+	}
+	p.results[t.Key] = rs[1:]
+	p.mu.Unlock()
+	if rs[0] {
+		return "pass", nil
+	}
+	return "", errors.New("fail")
+}
+
+func (p *counting) startsOf(key string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.starts[key]
+}
+
+func scripted(t *testing.T, results map[string][]bool) (*Checker, *counting) {
+	t.Helper()
+	c := New(Config{Log: quietLog()})
+	t.Cleanup(c.Close)
+	p := &counting{starts: map[string]int{}, results: results}
+	c.probe = p.probe
+	return c, p
+}
+
+func target(key string) Target {
+	return Target{Key: key, Addr: netip.MustParseAddrPort("127.0.0.1:1"), Kind: TCP, Interval: time.Millisecond, Rise: 1, Fall: 1}
+}
+
+func eventuallyTrue(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 500 {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within 2.5 s", what)
+}
+
+func TestUpdateByDifference(t *testing.T) {
+	c, p := scripted(t, map[string][]bool{"a": {true}, "b": {false}})
+	if err := c.Update([]Target{target("a"), target("b")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "both checked", func() bool {
+		_, ca := c.Health("a")
+		_, cb := c.Health("b")
+		return ca && cb
+	})
+	if h, _ := c.Health("a"); !h {
+		t.Error("a is not healthy after a passing check")
+	}
+	if h, checked := c.Health("b"); h || !checked {
+		t.Errorf("b: healthy %v checked %v, want unhealthy and checked", h, checked)
+	}
+	startsA := p.startsOf("a")
+	// Re-adding an unchanged target does nothing; removing one leaves the
+	// other alone; a change keeps health.
+	if err := c.Update([]Target{target("a")}, []string{"b", "never"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Status()["b"]; ok || c.Len() != 1 {
+		t.Errorf("b still there after its removal: %v, Len %d", c.Status(), c.Len())
+	}
+	time.Sleep(20 * time.Millisecond)
+	if got := p.startsOf("a"); got != startsA {
+		t.Errorf("an unchanged target was restarted (%d checks, then %d)", startsA, got)
+	}
+	changed := target("a")
+	changed.Interval = 2 * time.Millisecond
+	if err := c.Update([]Target{changed}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if h, checked := c.Health("a"); !h || !checked {
+		t.Errorf("a changed check lost its health: %v %v", h, checked)
+	}
+	// A key in both lists starts afresh.
+	if err := c.Update([]Target{changed}, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, checked := c.Health("a"); checked {
+		t.Error("a re-added target kept its old health")
+	}
+	// Invalid targets are named; the rest applies.
+	err := c.Update([]Target{{Key: "bad"}, target("c"), target("c")}, nil)
+	if err == nil || !strings.Contains(err.Error(), `"bad"`) || !strings.Contains(err.Error(), "given twice") {
+		t.Errorf("Update error = %v, want the invalid and the duplicate target named", err)
+	}
+	if _, ok := c.Status()["c"]; !ok {
+		t.Error("the valid target of a partly invalid Update was not added")
+	}
+}
+
+// TestUpdateEqualsSet: after any sequence of Updates, the checker runs
+// exactly the targets a Set of the same final set would run.
+func TestUpdateEqualsSet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	c, _ := scripted(t, map[string][]bool{})
+	model := map[string]Target{}
+	for step := range 200 {
+		var add []Target
+		var remove []string
+		for range rng.IntN(5) {
+			tg := target(fmt.Sprint(rng.IntN(20)))
+			tg.Interval = time.Duration(1+rng.IntN(3)) * time.Millisecond
+			add = append(add, tg)
+		}
+		for range rng.IntN(4) {
+			remove = append(remove, fmt.Sprint(rng.IntN(20)))
+		}
+		if err := c.Update(add, remove); err != nil && !strings.Contains(err.Error(), "given twice") {
+			t.Fatal(err)
+		}
+		for _, k := range remove {
+			delete(model, k)
+		}
+		seen := map[string]bool{}
+		for _, tg := range add {
+			if !seen[tg.Key] {
+				seen[tg.Key] = true
+				tg, _ = tg.withDefaults()
+				model[tg.Key] = tg
+			}
+		}
+		c.mu.Lock()
+		got := map[string]Target{}
+		for k, r := range c.runs {
+			got[k] = r.target
+		}
+		states := len(c.states)
+		c.mu.Unlock()
+		if fmt.Sprint(got) != fmt.Sprint(model) || states != len(model) {
+			t.Fatalf("step %d: runs %v (%d states), want %v", step, got, states, model)
+		}
+	}
+	// The rebuild: Set of the model on a fresh checker runs the same.
+	fresh, _ := scripted(t, map[string][]bool{})
+	var all []Target
+	for _, tg := range model {
+		all = append(all, tg)
+	}
+	if err := fresh.Set(all); err != nil {
+		t.Fatal(err)
+	}
+	fresh.mu.Lock()
+	defer fresh.mu.Unlock()
+	for k, r := range fresh.runs {
+		if model[k] != r.target {
+			t.Errorf("Set runs %+v for %s, Updates %+v", r.target, k, model[k])
+		}
+	}
+}
+
+func TestTakeChangedCoalesces(t *testing.T) {
+	// a: healthy, then unhealthy; b: unhealthy; c: healthy, then removed.
+	c, p := scripted(t, map[string][]bool{"a": {true, false}, "b": {false}, "c": {true}})
+	if got := c.TakeChanged(); got != nil {
+		t.Errorf("TakeChanged before any check = %v", got)
+	}
+	if err := c.Update([]Target{target("a"), target("b"), target("c")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "all scripts ran", func() bool { return p.startsOf("a") >= 3 && p.startsOf("b") >= 2 && p.startsOf("c") >= 2 })
+	select {
+	case <-c.Changed():
+	case <-time.After(2 * time.Second):
+		t.Fatal("Changed did not signal")
+	}
+	if err := c.Update(nil, []string{"c"}); err != nil {
+		t.Fatal(err)
+	}
+	got := c.TakeChanged()
+	if want := map[string]bool{"a": false, "b": false}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("TakeChanged = %v, want %v (a's two changes as one, c's dropped with it)", got, want)
+	}
+	if got := c.TakeChanged(); got != nil {
+		t.Errorf("second TakeChanged = %v, want nothing", got)
+	}
+}
