@@ -433,3 +433,145 @@ func BenchmarkNoFalseDeathUnderCPULoad(b *testing.B) {
 		})
 	}
 }
+
+// manyRegsFrom returns n distinct registrations, numbered from start.
+func manyRegsFrom(start, n int) []vip.Registration {
+	out := make([]vip.Registration, n)
+	for j := range out {
+		i := start + j
+		out[j] = reg(fmt.Sprintf("/app-%d", i%97), uint16(8000+i%13), fmt.Sprintf("10.%d.%d.%d:%d", i>>16&255, i>>8&255, i&255, 1000+i%7))
+	}
+	return out
+}
+
+// quiet waits until no node has a delta or notice of its own queue left
+// to send (announcements aside), and fails after timeout.
+func quiet(b *testing.B, nodes []*memNode, timeout time.Duration) {
+	b.Helper()
+	waitFor(b, timeout, "broadcast queues to drain", func() bool {
+		for _, m := range nodes {
+			if m.c.queue.NumQueued() > 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// idleRate returns the bytes per second all nodes together send while
+// nothing changes, over window.
+func idleRate(nodes []*memNode, window time.Duration) float64 {
+	before := wireBytesSent(nodes)
+	start := time.Now()
+	time.Sleep(window)
+	return float64(wireBytesSent(nodes)-before) / time.Since(start).Seconds()
+}
+
+// BenchmarkOneChange measures what one changed backend costs on the wire
+// when its node holds N backends, in a 3-node cluster: every byte every
+// node sent from the change until every node held it and every queue had
+// drained, less the idle traffic of that time (measured before, over 10 s),
+// per node. Also the time until both peers held it, and the pulls it took.
+func BenchmarkOneChange(b *testing.B) {
+	for _, n := range []int{10000, 50000} {
+		b.Run(fmt.Sprintf("backends=%d", n), func(b *testing.B) {
+			net := memnet.New()
+			nodes := benchCluster(b, net, 3)
+			owner := nodes[0]
+			regs := manyRegsFrom(0, n)
+			if err := owner.c.PublishDelta(regs, nil); err != nil {
+				b.Fatal(err)
+			}
+			holdAll := func(v Version) bool {
+				for _, m := range nodes {
+					if !m.c.store.holds(owner.name, v) {
+						return false
+					}
+				}
+				return true
+			}
+			v := owner.c.store.selfVersion()
+			waitFor(b, time.Minute, "every node to hold the record", func() bool { return holdAll(v) })
+			quiet(b, nodes, time.Minute)
+			time.Sleep(2 * time.Second)
+			idle := idleRate(nodes, 10*time.Second)
+			var sent, raw float64
+			var pulls uint64
+			var took []time.Duration
+			for i := 0; b.Loop(); i++ {
+				r := regs[(i*7919)%n]
+				r.Weight = uint32(100 + i)
+				before := wireBytesSent(nodes)
+				var pullsBefore uint64
+				for _, m := range nodes {
+					pullsBefore += m.c.Stats().PullsSent
+				}
+				start := time.Now()
+				if err := owner.c.PublishDelta([]vip.Registration{r}, nil); err != nil {
+					b.Fatal(err)
+				}
+				v := owner.c.store.selfVersion()
+				for !holdAll(v) {
+					if time.Since(start) > 10*time.Second {
+						b.Fatalf("change %d not everywhere after 10 s", i)
+					}
+					time.Sleep(time.Millisecond)
+				}
+				took = append(took, time.Since(start))
+				quiet(b, nodes, 10*time.Second)
+				elapsed := time.Since(start).Seconds()
+				got := float64(wireBytesSent(nodes) - before)
+				raw += got
+				sent += got - idle*elapsed
+				for _, m := range nodes {
+					pulls += m.c.Stats().PullsSent
+				}
+				pulls -= pullsBefore
+			}
+			b.StopTimer()
+			changes := float64(len(took))
+			slices.Sort(took)
+			b.ReportMetric(sent/changes/float64(len(nodes)), "B/node/change")
+			b.ReportMetric(raw/changes/float64(len(nodes)), "raw-B/node/change")
+			b.ReportMetric(idle/float64(len(nodes)), "idle-B/s/node")
+			b.ReportMetric(float64(pulls)/changes, "pulls/change")
+			b.ReportMetric(float64(percentile(took, 50).Milliseconds()), "p50-ms")
+			b.ReportMetric(float64(percentile(took, 99).Milliseconds()), "p99-ms")
+		})
+	}
+}
+
+// BenchmarkIdle measures the bytes each node sends per second in a 3-node
+// cluster where every node holds N backends and nothing changes, over two
+// push/pull periods (30 s): probes, announcements and push/pull digests.
+func BenchmarkIdle(b *testing.B) {
+	for _, n := range []int{100, 10000, 100000} {
+		b.Run(fmt.Sprintf("backends-per-node=%d", n), func(b *testing.B) {
+			net := memnet.New()
+			nodes := benchCluster(b, net, 3)
+			for i, m := range nodes {
+				if err := m.c.PublishDelta(manyRegsFrom(i*n, n), nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			waitFor(b, 2*time.Minute, "every node to hold every record", func() bool {
+				for _, m := range nodes {
+					counts := m.c.store.backendCounts()
+					for _, o := range nodes {
+						if counts[o.name] != n {
+							return false
+						}
+					}
+				}
+				return true
+			})
+			quiet(b, nodes, time.Minute)
+			time.Sleep(3 * time.Second)
+			var rate float64
+			for b.Loop() {
+				rate = idleRate(nodes, 2*LANTiming().PushPullInterval)
+			}
+			b.ReportMetric(rate/float64(len(nodes)), "idle-B/s/node")
+		})
+	}
+}

@@ -152,8 +152,18 @@ func (s *store) setSelf(r *record, now time.Time) {
 		e = &recordEntry{rec: newNodeRecord(Version{}, d.Layout)}
 		s.records[s.self] = e
 	}
-	s.applyLocked(e, d, now)
+	s.applyLocked(e, d, entriesOf(d.Set), now)
 	s.changedLocked(s.self, wasVisible, true)
+}
+
+// entriesOf derives the entries of registrations (encoding and hashing
+// them), which callers do before taking s.mu.
+func entriesOf(regs []vip.Registration) []regEntry {
+	out := make([]regEntry, len(regs))
+	for i, r := range regs {
+		out[i] = newRegEntry(r)
+	}
+	return out
 }
 
 // selfRecord returns a copy of this node's own record (O(N); tests).
@@ -216,9 +226,10 @@ func (s *store) clearLocked(e *recordEntry, seq uint64) {
 	r.count, r.bytes, r.sum = 0, 0, 0
 }
 
-// applyLocked applies d to e, which holds a version d may be applied to
-// (checked by the caller), and reports whether the content sum matches.
-func (s *store) applyLocked(e *recordEntry, d *deltaMsg, now time.Time) bool {
+// applyLocked applies d (set: the entries of d.Set) to e, which holds a
+// version d may be applied to (checked by the caller), and reports whether
+// the content sum matches.
+func (s *store) applyLocked(e *recordEntry, d *deltaMsg, set []regEntry, now time.Time) bool {
 	if d.Base == 0 || d.Leaving || e.rec.version.Generation != d.Gen {
 		s.clearLocked(e, d.Seq)
 	}
@@ -228,8 +239,8 @@ func (s *store) applyLocked(e *recordEntry, d *deltaMsg, now time.Time) bool {
 	for _, k := range d.Removed {
 		s.delLocked(e, k, keyHashOf(k), d.Seq)
 	}
-	for _, r := range d.Set {
-		s.putLocked(e, newRegEntry(r), d.Seq)
+	for _, re := range set {
+		s.putLocked(e, re, d.Seq)
 	}
 	e.rec.version = Version{Generation: d.Gen, Seq: d.Seq}
 	e.rec.leaving = d.Leaving
@@ -255,6 +266,14 @@ func (s *store) changedLocked(name string, wasVisible, content bool) {
 // seq. It returns the keys that actually changed (nil: nothing did) or
 // ErrRecordFull, in which case nothing changed.
 func (s *store) publish(set []vip.Registration, removed []vip.RegKey, now time.Time) (changed []vip.RegKey, v Version, err error) {
+	entries := make([]regEntry, len(set))
+	for i := range set {
+		entries[i] = newRegEntry(normalizeRegistration(set[i]))
+	}
+	removedHashes := make([]uint64, len(removed))
+	for i, k := range removed {
+		removedHashes[i] = keyHashOf(k)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.records[s.self]
@@ -295,12 +314,11 @@ func (s *store) publish(set []vip.Registration, removed []vip.RegKey, now time.T
 		final[o.key] = len(ops)
 		ops = append(ops, o)
 	}
-	for _, k := range removed {
-		record(op{key: k, kh: keyHashOf(k)})
+	for i, k := range removed {
+		record(op{key: k, kh: removedHashes[i]})
 	}
-	for i := range set {
-		re := newRegEntry(normalizeRegistration(set[i]))
-		record(op{key: re.reg.Key(), kh: re.keyHash, put: &re})
+	for i := range entries {
+		record(op{key: entries[i].reg.Key(), kh: entries[i].keyHash, put: &entries[i]})
 	}
 	// Drop no-ops: a removal of an absent key, a set of an equal value.
 	ops = slices.DeleteFunc(ops, func(o op) bool {
@@ -349,7 +367,7 @@ func (s *store) leaveSelf(now time.Time) *deltaMsg {
 	e := s.records[s.self]
 	d := &deltaMsg{Node: s.self, Gen: e.rec.version.Generation, Seq: e.rec.version.Seq + 1, Layout: 0, Leaving: true}
 	wasVisible := s.visibleLocked(s.self)
-	s.applyLocked(e, d, now)
+	s.applyLocked(e, d, nil, now)
 	s.changedLocked(s.self, wasVisible, true)
 	return d
 }
@@ -489,12 +507,13 @@ func (s *store) precheckLocked(node string, v Version, leaving bool, sum uint64,
 // shows in State(); outcomeBehind means this node lacks the delta's base
 // and now wants the version (pullTargets).
 func (s *store) applyDelta(d *deltaMsg, now time.Time) (out mergeOutcome, visible bool) {
+	set := entriesOf(d.Set)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.applyDeltaLocked(d, now)
+	return s.applyDeltaLocked(d, set, now)
 }
 
-func (s *store) applyDeltaLocked(d *deltaMsg, now time.Time) (mergeOutcome, bool) {
+func (s *store) applyDeltaLocked(d *deltaMsg, set []regEntry, now time.Time) (mergeOutcome, bool) {
 	v := Version{Generation: d.Gen, Seq: d.Seq}
 	whole := d.Base == 0 || d.Leaving
 	out, done := s.precheckLocked(d.Node, v, d.Leaving, d.Sum, whole)
@@ -514,7 +533,7 @@ func (s *store) applyDeltaLocked(d *deltaMsg, now time.Time) (mergeOutcome, bool
 		s.records[d.Node] = e
 	}
 	wasVisible := s.visibleLocked(d.Node)
-	ok := s.applyLocked(e, d, now)
+	ok := s.applyLocked(e, d, set, now)
 	s.afterApplyLocked(d.Node, v, d.Leaving, ok || whole, now)
 	s.changedLocked(d.Node, wasVisible, true)
 	return out, wasVisible || s.visibleLocked(d.Node)
@@ -541,6 +560,10 @@ func (s *store) afterApplyLocked(node string, v Version, leaving, sumOK bool, no
 
 // applyPages applies a pull reply.
 func (s *store) applyPages(p *pagesMsg, now time.Time) (mergeOutcome, bool) {
+	entries := make([][]regEntry, len(p.Pages))
+	for i := range p.Pages {
+		entries[i] = entriesOf(p.Pages[i].Regs)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v := Version{Generation: p.Gen, Seq: p.Seq}
@@ -567,7 +590,7 @@ func (s *store) applyPages(p *pagesMsg, now time.Time) (mergeOutcome, bool) {
 			e.rec.repage(p.Layout, p.Seq)
 		}
 	}
-	for _, pm := range p.Pages {
+	for i, pm := range p.Pages {
 		pg := &e.rec.pages[pm.Index]
 		if !p.Full {
 			keys := make([]vip.RegKey, 0, len(pg.regs))
@@ -580,8 +603,8 @@ func (s *store) applyPages(p *pagesMsg, now time.Time) (mergeOutcome, bool) {
 				s.delLocked(e, k, hashes[i], pm.Seq)
 			}
 		}
-		for _, r := range pm.Regs {
-			s.putLocked(e, newRegEntry(r), pm.Seq)
+		for _, re := range entries[i] {
+			s.putLocked(e, re, pm.Seq)
 		}
 		pg.seq = pm.Seq
 	}
@@ -638,7 +661,7 @@ func (s *store) noteDigest(entries []digestEntry, now time.Time) (pull bool, sel
 			continue
 		}
 		if d.Leaving {
-			s.applyDeltaLocked(&deltaMsg{Node: d.Node, Gen: d.Version.Generation, Seq: d.Version.Seq, Leaving: true}, now)
+			s.applyDeltaLocked(&deltaMsg{Node: d.Node, Gen: d.Version.Generation, Seq: d.Version.Seq, Leaving: true}, nil, now)
 			continue
 		}
 		cur := s.records[d.Node]
