@@ -14,7 +14,7 @@ import (
 
 const (
 	app2     = "app2.dcos-101.marathon.l4lb.thisdcos.directory."
-	app2Flat = "dcos-101app2.marathon.l4lb.thisdcos.directory."
+	app2Flat = "dcos-101app2.marathon.l4lb.thisdcos.directory." // as vip.DNSNames spells it
 	apex     = "l4lb.thisdcos.directory."
 )
 

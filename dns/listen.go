@@ -158,7 +158,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) newListener(pc net.PacketConn, ln net.Listener) *mdns.Server {
+	var decorateWriter mdns.DecorateWriter
+	if s.cfg.forward {
+		decorateWriter = func(w mdns.Writer) mdns.Writer { return raWriter{w} }
+	}
 	return &mdns.Server{
+		DecorateWriter: decorateWriter,
 		PacketConn:     pc,
 		Listener:       ln,
 		Handler:        s,
@@ -216,6 +221,18 @@ func (s *Server) invalidQuery(m []byte, _ error) {
 	}
 	s.stats.formErr.Add(1)
 	s.stats.reply(mdns.RcodeFormatError)
+}
+
+// raWriter sets RA in every reply written through it. miekg's server writes
+// some replies itself (FORMERR and NOTIMP for what acceptQuery rejects);
+// with forwarding on they must say, like ours, that recursion is available.
+type raWriter struct{ mdns.Writer }
+
+func (w raWriter) Write(b []byte) (int, error) {
+	if len(b) >= 4 {
+		b[3] |= bitRA & 0xff
+	}
+	return w.Writer.Write(b)
 }
 
 // decorateReader puts the prepared-answer path in front of the UDP reads:
@@ -343,6 +360,7 @@ func (s *Server) serveUDPPacket(w *udpWriter, pkt []byte) {
 	reply.Response = true
 	reply.Opcode = int(h.Bits>>11) & 0xf
 	reply.RecursionDesired = h.Bits&bitRD != 0
+	reply.RecursionAvailable = s.cfg.forward
 	reply.Rcode = rcode
 	_ = w.WriteMsg(reply)
 }

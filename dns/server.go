@@ -207,6 +207,7 @@ func (s *Server) serveSlow(w mdns.ResponseWriter, r *mdns.Msg, z *zone, tcp bool
 		m := new(mdns.Msg)
 		m.SetRcode(r, mdns.RcodeNotImplemented)
 		m.Opcode = r.Opcode
+		m.RecursionAvailable = s.cfg.forward
 		s.reply(w, r, m, tcp)
 		return
 	}
@@ -220,9 +221,15 @@ func (s *Server) serveSlow(w mdns.ResponseWriter, r *mdns.Msg, z *zone, tcp bool
 		return
 	}
 	q := r.Question[0]
+	if q.Qclass != mdns.ClassINET && q.Qclass != mdns.ClassANY {
+		// CHAOS (version.bind and the like), HESIOD, NONE: we hold no such
+		// data and forward none of it, in the zone or not.
+		s.replyCode(w, r, mdns.RcodeRefused)
+		return
+	}
 	res := z.resolve(q.Name, q.Qtype, z.rotation.Add(1))
 	if res.inZone {
-		if (q.Qclass != mdns.ClassINET && q.Qclass != mdns.ClassANY) || q.Qtype == mdns.TypeAXFR || q.Qtype == mdns.TypeIXFR {
+		if q.Qtype == mdns.TypeAXFR || q.Qtype == mdns.TypeIXFR {
 			s.replyCode(w, r, mdns.RcodeRefused)
 			return
 		}
@@ -263,13 +270,16 @@ func (s *Server) forward(w mdns.ResponseWriter, r *mdns.Msg, tcp bool) {
 	s.stats.forwarded.Add(1)
 	resp.Id = r.Id
 	resp.Question = r.Question
+	resp.RecursionAvailable = true // we recurse for the client, whatever the upstream said
 	s.reply(w, r, resp, tcp)
 }
 
-// replyCode answers r with an empty reply of the given rcode.
+// replyCode answers r with an empty reply of the given rcode; RA says, as in
+// every reply, whether forwarding is on.
 func (s *Server) replyCode(w mdns.ResponseWriter, r *mdns.Msg, rcode int) {
 	m := new(mdns.Msg)
 	m.SetRcode(r, rcode)
+	m.RecursionAvailable = s.cfg.forward
 	if len(r.Question) > 1 {
 		m.Question = nil
 	}

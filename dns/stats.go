@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"strconv"
 	"sync/atomic"
 
 	mdns "github.com/miekg/dns"
@@ -8,7 +9,8 @@ import (
 
 // Stats counts what the server did since it was made.
 type Stats struct {
-	// Replies counts replies sent, by rcode name ("NOERROR", "NXDOMAIN", ...).
+	// Replies counts replies sent, by rcode name ("NOERROR", "NXDOMAIN",
+	// "BADVERS", ...; "RCODE12" for a code without a name).
 	Replies map[string]uint64
 	// Authoritative counts replies answered from the zone.
 	Authoritative uint64
@@ -78,12 +80,21 @@ func (c *counters) snapshot() Stats {
 	}
 	for rc := range c.rcodes {
 		if n := c.rcodes[rc].Load(); n > 0 {
-			name, ok := mdns.RcodeToString[rc]
-			if !ok {
-				name = "RCODE" + string(rune('0'+rc/10)) + string(rune('0'+rc%10))
-			}
-			s.Replies[name] += n
+			s.Replies[rcodeName(rc)] += n
 		}
 	}
 	return s
+}
+
+// rcodeName names a reply code as Stats.Replies counts it. Code 16 is
+// BADVERS: miekg names it BADSIG, its TSIG meaning, but we send it only for
+// an EDNS version we do not speak, and sign nothing.
+func rcodeName(rc int) string {
+	if rc == mdns.RcodeBadVers {
+		return "BADVERS"
+	}
+	if name, ok := mdns.RcodeToString[rc]; ok {
+		return name
+	}
+	return "RCODE" + strconv.Itoa(rc)
 }
