@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -66,21 +67,63 @@ type Dir struct {
 	cfg DirConfig
 	log logrus.FieldLogger
 
-	// mu guards files, current, duplicates, badLoads and missing, and
-	// serialises scans.
-	mu         sync.Mutex
-	files      map[string]*serviceFile // by path
-	current    []Local
-	duplicates []string
-	badLoads   uint64
-	missing    bool
+	// mu guards every field below, and serialises scans.
+	mu    sync.Mutex
+	files map[string]*serviceFile // by path
+	// providers lists, for each key, the files whose good backends have it,
+	// sorted by path: the first wins.
+	providers map[string][]string
+	current   map[string]Local    // key -> the winning registration
+	sorted    []Local             // current, sorted by key; nil when stale
+	dupDescs  map[string][]string // key -> what Stats().Duplicates says of it
+	badLoads  uint64
+	reads     uint64 // files read, for tests
+	missing   bool
+	// version counts changes of current; scanSeen is the version the last
+	// Scan reported.
+	version, scanSeen uint64
+	// delta collects the changes RunDelta has not reported yet; nil when
+	// no RunDelta runs.
+	delta *dirDelta
+}
+
+// dirDelta is how current changed since RunDelta last reported.
+type dirDelta struct {
+	set     map[string]Local
+	removed map[string]bool
 }
 
 // serviceFile is what a Dir knows of one file.
 type serviceFile struct {
-	content []byte  // as last read
-	good    []Local // from the last good content; nil if none was good
-	problem string  // why the last content is bad; "" if it is good
+	content   []byte      // as last read; nil after a read error
+	stat      fileStat    // of the content as last read
+	racy      bool        // stat cannot prove the next change (see racyWindow)
+	good      []Local     // from the last good content; nil if none was good
+	goodByKey map[string]Local
+	problem   string // why the last content is bad; "" if it is good
+}
+
+// fileStat is what stat says of a file's identity and content: when any of
+// it differs, the file is read again.
+type fileStat struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64 // ns
+}
+
+// racyWindow: a file whose modification time was less than this before it
+// was read may change again within the file system's timestamp granularity
+// without stat showing it, so it is read again on the next scan (git's
+// "racy" rule).
+const racyWindow = 2 * time.Second
+
+func statOf(fi fs.FileInfo) fileStat {
+	st := fileStat{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.dev, st.ino = uint64(sys.Dev), sys.Ino
+		st.ctime = sys.Ctim.Nano()
+	}
+	return st
 }
 
 // DirStats describes a Dir's latest read, for people and metrics.
@@ -119,9 +162,12 @@ func NewDir(cfg DirConfig) *Dir {
 		log = logrus.StandardLogger()
 	}
 	return &Dir{
-		cfg:   cfg,
-		log:   log.WithField("component", "source"),
-		files: map[string]*serviceFile{},
+		cfg:       cfg,
+		log:       log.WithField("component", "source"),
+		files:     map[string]*serviceFile{},
+		providers: map[string][]string{},
+		current:   map[string]Local{},
+		dupDescs:  map[string][]string{},
 	}
 }
 
@@ -131,6 +177,68 @@ func NewDir(cfg DirConfig) *Dir {
 // Run's goroutine, one call at a time; it gets a slice of its own. Run
 // returns nil when ctx ends, or an error if it cannot watch at all.
 func (d *Dir) Run(ctx context.Context, onChange func([]Local)) error {
+	return d.loop(ctx, func() {
+		set, _ := d.Scan()
+		onChange(set)
+	}, func() {
+		if set, changed := d.Scan(); changed {
+			onChange(set)
+		}
+	})
+}
+
+// RunDelta is Run reporting by difference: onChange gets the registrations
+// added or replaced (set, sorted by key) and the keys (Local.Key) removed
+// since its previous call. The first call carries every registration (even
+// none) and no removal. A read that changes one file reports only what
+// changed in it (and in the registrations it shadowed or uncovered), and a
+// rescan that finds no file changed reads no file and reports nothing.
+// Applying every call in order to an empty map gives Current. A key may be
+// reported removed that the previous calls never set (it came and went
+// between two reads). Scan calls made meanwhile do not take changes away
+// from RunDelta. One RunDelta at a time per Dir.
+func (d *Dir) RunDelta(ctx context.Context, onChange func(set []Local, removed []string)) error {
+	defer func() {
+		d.mu.Lock()
+		d.delta = nil
+		d.mu.Unlock()
+	}()
+	return d.loop(ctx, func() {
+		d.mu.Lock()
+		d.scanLocked()
+		set := slices.Clone(d.sortedLocked())
+		d.delta = &dirDelta{set: map[string]Local{}, removed: map[string]bool{}}
+		d.mu.Unlock()
+		onChange(set, nil)
+	}, func() {
+		if set, removed, changed := d.scanDelta(); changed {
+			onChange(set, removed)
+		}
+	})
+}
+
+// scanDelta reads the directory and takes the changes RunDelta has not
+// reported yet.
+func (d *Dir) scanDelta() (set []Local, removed []string, changed bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.scanLocked()
+	if d.delta == nil || len(d.delta.set)+len(d.delta.removed) == 0 {
+		return nil, nil, false
+	}
+	set = make([]Local, 0, len(d.delta.set))
+	for _, l := range d.delta.set {
+		set = append(set, l)
+	}
+	sortLocals(set)
+	removed = slices.Sorted(maps.Keys(d.delta.removed))
+	d.delta = &dirDelta{set: map[string]Local{}, removed: map[string]bool{}}
+	return set, removed, true
+}
+
+// loop watches the directory until ctx ends: first runs once at the start,
+// scan after each settled burst of notifications and each rescan tick.
+func (d *Dir) loop(ctx context.Context, first, scan func()) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch services directory %s: %w", d.cfg.Path, err)
@@ -138,19 +246,13 @@ func (d *Dir) Run(ctx context.Context, onChange func([]Local)) error {
 	defer w.Close()
 	watchErr := d.watch(w, nil)
 
-	set, _ := d.Scan()
-	onChange(set)
+	first()
 
 	rescan := time.NewTicker(d.cfg.Rescan)
 	defer rescan.Stop()
 	settle := time.NewTimer(d.cfg.Settle)
 	settle.Stop()
 	settling := false
-	scan := func() {
-		if set, changed := d.Scan(); changed {
-			onChange(set)
-		}
-	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -200,11 +302,21 @@ func (d *Dir) watch(w *fsnotify.Watcher, prev error) error {
 // Scan reads the directory once and returns its registrations, sorted by
 // key, and whether they differ from the previous Scan's. It may be called
 // while Run runs (say, on SIGHUP); a change that such a call reports is not
-// reported again to Run's onChange, so its caller must apply it.
+// reported again to Run's onChange, so its caller must apply it (RunDelta
+// still reports it). Files whose stat is unchanged since their last read
+// are not read again.
 func (d *Dir) Scan() (set []Local, changed bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.scanLocked()
+	changed = d.version != d.scanSeen
+	d.scanSeen = d.version
+	return slices.Clone(d.sortedLocked()), changed
+}
 
+// scanLocked reads the directory's changed files and updates current by
+// difference; d.mu is held.
+func (d *Dir) scanLocked() {
 	dirEntries, err := os.ReadDir(d.cfg.Path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -216,7 +328,7 @@ func (d *Dir) Scan() (set []Local, changed bool) {
 	case err != nil:
 		// Cannot tell what is there: keep what we had.
 		d.log.WithField("reason", err.Error()).Errorf("cannot read services directory %s; keeping its last backends", d.cfg.Path)
-		return slices.Clone(d.current), false
+		return
 	default:
 		if d.missing {
 			d.log.Infof("services directory %s exists now", d.cfg.Path)
@@ -224,7 +336,7 @@ func (d *Dir) Scan() (set []Local, changed bool) {
 		d.missing = false
 	}
 
-	seen := map[string]bool{}
+	seen := make(map[string]bool, len(dirEntries))
 	for _, de := range dirEntries {
 		name := de.Name()
 		if !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
@@ -237,41 +349,39 @@ func (d *Dir) Scan() (set []Local, changed bool) {
 	}
 	for path, f := range d.files {
 		if !seen[path] {
+			d.setGood(path, nil)
 			delete(d.files, path)
 			d.log.Infof("services file %s is gone: withdrew its %d backends", path, len(f.good))
 		}
 	}
-
-	set, duplicates := d.collect()
-	if !slices.Equal(duplicates, d.duplicates) {
-		for _, dup := range duplicates {
-			if !slices.Contains(d.duplicates, dup) {
-				d.log.WithField("reason", dup).Warn("duplicate registration in the services directory")
-			}
-		}
-		d.duplicates = duplicates
-	}
-	changed = !slices.Equal(set, d.current)
-	d.current = set
-	return slices.Clone(set), changed
 }
 
-// load reads one file into d.files and reports whether it (still) exists.
-// d.mu is held.
+// load reads one file into d.files, if its stat says it may have changed,
+// and reports whether it (still) exists. d.mu is held.
 func (d *Dir) load(path string) bool {
-	data, err := readServiceFile(path, d.cfg.MaxFileSize)
+	fi, statErr := os.Stat(path)
+	if errors.Is(statErr, fs.ErrNotExist) {
+		return false
+	}
+	f, known := d.files[path]
+	if known && statErr == nil && f.content != nil && !f.racy && f.stat == statOf(fi) {
+		return true // unchanged since the last read
+	}
+	d.reads++
+	data, st, readAt, err := readServiceFile(path, d.cfg.MaxFileSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false // gone between the listing and the read
 	}
-	f, known := d.files[path]
 	if !known {
 		f = &serviceFile{}
 		d.files[path] = f
 	}
 	var locals []Local
 	if err == nil {
+		f.stat = st
+		f.racy = readAt.Sub(time.Unix(0, st.mtime)) < racyWindow
 		if known && f.content != nil && bytes.Equal(data, f.content) {
-			return true // unchanged since the last read
+			return true // the same content
 		}
 		f.content = data
 		locals, err = parseServiceFile(data)
@@ -293,33 +403,137 @@ func (d *Dir) load(path string) bool {
 		return true
 	}
 	f.problem = ""
-	f.good = locals
+	d.setGood(path, locals)
 	d.log.Infof("loaded services file %s: %d backends", path, len(locals))
 	return true
 }
 
-// readServiceFile reads a regular file of at most max bytes.
-func readServiceFile(path string, max int64) ([]byte, error) {
+// setGood makes locals the good backends of the file at path (nil: none)
+// and updates the winners of the keys it had or has. d.mu is held.
+func (d *Dir) setGood(path string, locals []Local) {
+	f := d.files[path]
+	old := f.goodByKey
+	idx := make(map[string]Local, len(locals))
+	for _, l := range locals {
+		idx[l.Key()] = l
+	}
+	f.good, f.goodByKey = locals, idx
+	if locals == nil {
+		f.goodByKey = nil
+	}
+	for k := range old {
+		if _, still := idx[k]; !still {
+			ps := d.providers[k]
+			if i, ok := slices.BinarySearch(ps, path); ok {
+				ps = slices.Delete(ps, i, i+1)
+			}
+			if len(ps) == 0 {
+				delete(d.providers, k)
+			} else {
+				d.providers[k] = ps
+			}
+			d.refresh(k)
+		}
+	}
+	for k, l := range idx {
+		if prev, had := old[k]; had && prev == l {
+			continue
+		}
+		ps := d.providers[k]
+		if i, ok := slices.BinarySearch(ps, path); !ok {
+			d.providers[k] = slices.Insert(ps, i, path)
+		}
+		d.refresh(k)
+	}
+}
+
+// refresh sets current[k] to the registration of the first file that has
+// k, or removes it, recording the change; d.mu is held.
+func (d *Dir) refresh(k string) {
+	ps := d.providers[k]
+	prev, had := d.current[k]
+	if len(ps) == 0 {
+		delete(d.dupDescs, k)
+		if had {
+			delete(d.current, k)
+			d.changed(k, Local{}, false)
+		}
+		return
+	}
+	winner := d.files[ps[0]].goodByKey[k]
+	if !had || prev != winner {
+		d.current[k] = winner
+		d.changed(k, winner, true)
+	}
+	var descs []string
+	for _, p := range ps[1:] {
+		descs = append(descs, fmt.Sprintf("%s: in %s and %s; %s wins", k, ps[0], p, ps[0]))
+	}
+	for _, desc := range descs {
+		if !slices.Contains(d.dupDescs[k], desc) {
+			d.log.WithField("reason", desc).Warn("duplicate registration in the services directory")
+		}
+	}
+	if descs == nil {
+		delete(d.dupDescs, k)
+	} else {
+		d.dupDescs[k] = descs
+	}
+}
+
+// changed records that key's registration is now l (present) or gone.
+func (d *Dir) changed(key string, l Local, present bool) {
+	d.version++
+	d.sorted = nil
+	if d.delta == nil {
+		return
+	}
+	if present {
+		d.delta.set[key] = l
+		delete(d.delta.removed, key)
+	} else {
+		delete(d.delta.set, key)
+		d.delta.removed[key] = true
+	}
+}
+
+// sortedLocked returns current sorted by key, building it when stale;
+// d.mu is held. The caller must not change it.
+func (d *Dir) sortedLocked() []Local {
+	if d.sorted == nil {
+		d.sorted = make([]Local, 0, len(d.current))
+		for _, l := range d.current {
+			d.sorted = append(d.sorted, l)
+		}
+		sortLocals(d.sorted)
+	}
+	return d.sorted
+}
+
+// readServiceFile reads a regular file of at most max bytes, and returns
+// its stat taken before the read and when the read began.
+func readServiceFile(path string, max int64) ([]byte, fileStat, time.Time, error) {
 	fh, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fileStat{}, time.Time{}, err
 	}
 	defer fh.Close()
 	fi, err := fh.Stat()
 	if err != nil {
-		return nil, err
+		return nil, fileStat{}, time.Time{}, err
 	}
+	readAt := time.Now()
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+		return nil, fileStat{}, readAt, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
 	}
 	data, err := io.ReadAll(io.LimitReader(fh, max+1))
 	if err != nil {
-		return nil, err
+		return nil, fileStat{}, readAt, err
 	}
 	if int64(len(data)) > max {
-		return nil, fmt.Errorf("longer than %d bytes: %w", max, ErrTooLarge)
+		return nil, fileStat{}, readAt, fmt.Errorf("longer than %d bytes: %w", max, ErrTooLarge)
 	}
-	return data, nil
+	return data, statOf(fi), readAt, nil
 }
 
 // parseServiceFile decodes and checks one file's content: all its entries or
@@ -348,30 +562,11 @@ func parseServiceFile(data []byte) ([]Local, error) {
 	return locals, nil
 }
 
-// collect joins the good backends of every file, earlier file names first,
-// and says which registrations lost to an earlier file. d.mu is held.
-func (d *Dir) collect() (set []Local, duplicates []string) {
-	from := map[string]string{} // key -> path
-	for _, path := range slices.Sorted(maps.Keys(d.files)) {
-		for _, l := range d.files[path].good {
-			k := l.Key()
-			if first, dup := from[k]; dup {
-				duplicates = append(duplicates, fmt.Sprintf("%s: in %s and %s; %s wins", k, first, path, first))
-				continue
-			}
-			from[k] = path
-			set = append(set, l)
-		}
-	}
-	sortLocals(set)
-	return set, duplicates
-}
-
 // Current returns the registrations of the latest Scan, sorted by key.
 func (d *Dir) Current() []Local {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return slices.Clone(d.current)
+	return slices.Clone(d.sortedLocked())
 }
 
 // Stats describes the latest Scan.
@@ -385,8 +580,11 @@ func (d *Dir) Stats() DirStats {
 		Backends:   len(d.current),
 		BadFiles:   map[string]string{},
 		BadLoads:   d.badLoads,
-		Duplicates: slices.Clone(d.duplicates),
 	}
+	for _, descs := range d.dupDescs {
+		s.Duplicates = append(s.Duplicates, descs...)
+	}
+	slices.Sort(s.Duplicates)
 	for path, f := range d.files {
 		if f.problem != "" {
 			s.BadFiles[path] = f.problem

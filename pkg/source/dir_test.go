@@ -3,8 +3,11 @@ package source
 import (
 	"context"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -389,4 +392,162 @@ func BenchmarkDirScan100Files(b *testing.B) {
 	for b.Loop() {
 		d.Scan()
 	}
+}
+
+// oracle is the directory's set computed from scratch from what d knows of
+// each file, as Scan did before it kept the set by difference: files in
+// name order, the first to have a key wins.
+func oracle(d *Dir) map[string]Local {
+	out := map[string]Local{}
+	for _, path := range slices.Sorted(maps.Keys(d.files)) {
+		for _, l := range d.files[path].good {
+			if _, taken := out[l.Key()]; !taken {
+				out[l.Key()] = l
+			}
+		}
+	}
+	return out
+}
+
+// TestDirDeltaProperty: after any sequence of file writes, bad writes and
+// removals, the set kept by difference equals the oracle, the deltas
+// applied in order give the same set, and a delta sets only registrations
+// that changed.
+func TestDirDeltaProperty(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	dir := t.TempDir()
+	d := newTestDir(t, dir)
+	d.mu.Lock()
+	d.scanLocked()
+	d.delta = &dirDelta{set: map[string]Local{}, removed: map[string]bool{}}
+	d.mu.Unlock()
+	model := map[string]Local{}
+	for step := range 300 {
+		name := filepath.Join(dir, fmt.Sprintf("f%d.json", rng.IntN(5)))
+		switch op := rng.IntN(10); {
+		case op < 6:
+			var entries []string
+			for k := range 6 {
+				if rng.IntN(3) == 0 {
+					entries = append(entries, entryJSON(fmt.Sprintf("/k%d:80", k), "10.0.0.1:80", 1+rng.IntN(3)))
+				}
+			}
+			writeFile(t, name, "["+strings.Join(entries, ",")+"]")
+		case op < 8:
+			if err := os.Remove(name); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+		default:
+			writeFile(t, name, `{"vip":`) // bad: keeps the last good backends
+		}
+		set, removed, changed := d.scanDelta()
+		for _, l := range set {
+			if old, had := model[l.Key()]; had && old == l {
+				t.Fatalf("step %d: delta sets %s, which did not change", step, l.Key())
+			}
+			model[l.Key()] = l
+		}
+		for _, k := range removed {
+			delete(model, k)
+		}
+		if changed != (len(set)+len(removed) > 0) {
+			t.Fatalf("step %d: changed %v with %d set, %d removed", step, changed, len(set), len(removed))
+		}
+		d.mu.Lock()
+		want := oracle(d)
+		current := maps.Clone(d.current)
+		d.mu.Unlock()
+		if !maps.Equal(current, want) {
+			t.Fatalf("step %d: kept %v, from scratch %v", step, summaryMap(current), summaryMap(want))
+		}
+		if !maps.Equal(model, want) {
+			t.Fatalf("step %d: deltas give %v, want %v", step, summaryMap(model), summaryMap(want))
+		}
+		if got := summary(d.Current()); got != summaryMap(want) {
+			t.Fatalf("step %d: Current %q", step, got)
+		}
+	}
+}
+
+func summaryMap(m map[string]Local) string {
+	ls := slices.Collect(maps.Values(m))
+	sortLocals(ls)
+	return summary(ls)
+}
+
+func TestDirRescanReadsOnlyChangedFiles(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Now().Add(-time.Hour)
+	for i := range 20 {
+		path := filepath.Join(dir, fmt.Sprintf("app%02d.json", i))
+		writeFile(t, path, entryJSON(fmt.Sprintf("/app%d:80", i), "10.0.0.1:80", 1))
+		if err := os.Chtimes(path, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := newTestDir(t, dir)
+	d.Scan()
+	reads := func() uint64 { d.mu.Lock(); defer d.mu.Unlock(); return d.reads }
+	before := reads()
+	if _, changed := d.Scan(); changed || reads() != before {
+		t.Errorf("a rescan of unchanged files read %d (changed %v)", reads()-before, changed)
+	}
+	path := filepath.Join(dir, "app07.json")
+	writeFile(t, path, entryJSON("/app7:80", "10.0.0.1:80", 2)) // same size, new mtime
+	set, changed := d.Scan()
+	if !changed || reads()-before != 1 {
+		t.Errorf("one changed file: %d reads, changed %v", reads()-before, changed)
+	}
+	if l := set[slices.IndexFunc(set, func(l Local) bool { return l.VIP.Name == "/app7" })]; l.Weight != 2 {
+		t.Errorf("the change was not read: %+v", l)
+	}
+}
+
+func TestDirRunDelta(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.json")
+	b := filepath.Join(dir, "b.json")
+	writeFile(t, a, "["+entryJSON("/app:80", "10.0.0.1:80", 1)+","+entryJSON("/a:80", "10.0.0.1:80", 1)+"]")
+	writeFile(t, b, "["+entryJSON("/app:80", "10.0.0.1:80", 2)+","+entryJSON("/b:80", "10.0.0.2:80", 1)+"]")
+	d := newTestDir(t, dir)
+	type call struct{ set, removed string }
+	calls := make(chan call, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- d.RunDelta(ctx, func(set []Local, removed []string) {
+			calls <- call{summary(set), strings.Join(removed, ", ")}
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("RunDelta: %v", err)
+		}
+	}()
+	next := func(want call) {
+		t.Helper()
+		select {
+		case got := <-calls:
+			if got != want {
+				t.Errorf("onChange(%q, removed %q), want (%q, %q)", got.set, got.removed, want.set, want.removed)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("no call; want %+v", want)
+		}
+	}
+	// The first call carries everything; a.json wins /app.
+	next(call{"/a:80 10.0.0.1:80 w1, /app:80 10.0.0.1:80 w1, /b:80 10.0.0.2:80 w1", ""})
+	// One file changes: only its changed backend.
+	writeFile(t, b, "["+entryJSON("/app:80", "10.0.0.1:80", 2)+","+entryJSON("/b:80", "10.0.0.2:80", 3)+"]")
+	next(call{"/b:80 10.0.0.2:80 w3", ""})
+	// The winner goes: its shadowed duplicate takes over, its other key goes.
+	if err := os.Remove(a); err != nil {
+		t.Fatal(err)
+	}
+	next(call{"/app:80 10.0.0.1:80 w2", "/a:80 10.0.0.1:80"})
+	// A change that Scan sees first is still reported to RunDelta.
+	writeFile(t, b, "["+entryJSON("/b:80", "10.0.0.2:80", 3)+"]")
+	d.Scan()
+	next(call{"", "/app:80 10.0.0.1:80"})
 }
