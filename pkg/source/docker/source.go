@@ -312,7 +312,9 @@ func (s *Source) withdrawAll(report func([]Backend, []string)) {
 	set, removed := s.book.commit()
 	s.stats.Withdrawn = true
 	s.mu.Unlock()
-	s.log.WithField("reason", s.Stats().LastError).Errorf("the Docker engine at %s has been out of reach for %s: withdrew its %d backends", s.stats.Endpoint, s.cfg.Grace, n)
+	if n > 0 {
+		s.log.WithField("reason", s.Stats().LastError).Errorf("the Docker engine at %s has been out of reach for %s: withdrew its %d backends", s.stats.Endpoint, s.cfg.Grace, n)
+	}
 	report(set, removed)
 }
 
