@@ -49,5 +49,12 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./vip ./dns
 
+# bench-scale: the control plane at scale with real agents on loopback
+# (bench/scale/README.md). SCALE_FLAGS=-quick for a run of about a minute;
+# L4LB_BIN=path measures that binary instead of one built from this tree.
+.PHONY: bench-scale
+bench-scale:
+	L4LB_BIN=$(L4LB_BIN) bench/scale/run.sh $(SCALE_FLAGS)
+
 clean:
 	rm -rf $(BIN)
