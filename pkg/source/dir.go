@@ -95,10 +95,10 @@ type dirDelta struct {
 
 // serviceFile is what a Dir knows of one file.
 type serviceFile struct {
-	content   []byte      // as last read; nil after a read error
-	stat      fileStat    // of the content as last read
-	racy      bool        // stat cannot prove the next change (see racyWindow)
-	good      []Local     // from the last good content; nil if none was good
+	content   []byte   // as last read; nil after a read error
+	stat      fileStat // of the content as last read
+	racy      bool     // stat cannot prove the next change (see racyWindow)
+	good      []Local  // from the last good content; nil if none was good
 	goodByKey map[string]Local
 	problem   string // why the last content is bad; "" if it is good
 }
@@ -574,12 +574,12 @@ func (d *Dir) Stats() DirStats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := DirStats{
-		Path:       d.cfg.Path,
-		Missing:    d.missing,
-		Files:      len(d.files),
-		Backends:   len(d.current),
-		BadFiles:   map[string]string{},
-		BadLoads:   d.badLoads,
+		Path:     d.cfg.Path,
+		Missing:  d.missing,
+		Files:    len(d.files),
+		Backends: len(d.current),
+		BadFiles: map[string]string{},
+		BadLoads: d.badLoads,
 	}
 	for _, descs := range d.dupDescs {
 		s.Duplicates = append(s.Duplicates, descs...)
