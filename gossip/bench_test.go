@@ -479,8 +479,9 @@ func BenchmarkOneChange(b *testing.B) {
 			nodes := benchCluster(b, net, 3)
 			owner := nodes[0]
 			regs := manyRegsFrom(0, n)
-			if err := owner.c.PublishDelta(regs, nil); err != nil {
-				b.Fatal(err)
+			owner.c.Publish(regs) // replaces benchCluster's one backend
+			if got := owner.c.store.backendCounts()[owner.name]; got != n {
+				b.Fatalf("owner holds %d backends, want %d", got, n)
 			}
 			holdAll := func(v Version) bool {
 				for _, m := range nodes {
@@ -550,9 +551,7 @@ func BenchmarkIdle(b *testing.B) {
 			net := memnet.New()
 			nodes := benchCluster(b, net, 3)
 			for i, m := range nodes {
-				if err := m.c.PublishDelta(manyRegsFrom(i*n, n), nil); err != nil {
-					b.Fatal(err)
-				}
+				m.c.Publish(manyRegsFrom(i*n, n)) // replaces benchCluster's one backend
 			}
 			waitFor(b, 2*time.Minute, "every node to hold every record", func() bool {
 				for _, m := range nodes {

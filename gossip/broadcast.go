@@ -1,6 +1,10 @@
 package gossip
 
-import "github.com/hashicorp/memberlist"
+import (
+	"sync/atomic"
+
+	"github.com/hashicorp/memberlist"
+)
 
 // nodeBroadcast is a record or a notice about one node, queued for gossip.
 // It is a memberlist.NamedBroadcast named after the node: queueing a newer
@@ -9,6 +13,9 @@ import "github.com/hashicorp/memberlist"
 type nodeBroadcast struct {
 	node string
 	msg  []byte
+	// done, when set, is set by Finished: the queue dropped the broadcast
+	// (sent its last transmission, or replaced it by a newer one).
+	done *atomic.Bool
 }
 
 var _ memberlist.NamedBroadcast = (*nodeBroadcast)(nil)
@@ -27,7 +34,11 @@ func (b *nodeBroadcast) Invalidates(other memberlist.Broadcast) bool {
 func (b *nodeBroadcast) Message() []byte { return b.msg }
 
 // Finished implements memberlist.Broadcast.
-func (b *nodeBroadcast) Finished() {}
+func (b *nodeBroadcast) Finished() {
+	if b.done != nil {
+		b.done.Store(true)
+	}
+}
 
 // broadcastQueue is memberlist's TransmitLimitedQueue, kept from losing
 // broadcasts. That queue orders its items by (transmits, length, id) and

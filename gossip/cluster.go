@@ -27,8 +27,9 @@ import (
 const inlineRecordBytes = 1024
 
 // recentChanges is how many of this node's latest publications are kept
-// (their keys), so that the delta it gossips spans as many versions as fit
-// in a packet: a peer that missed one of them still applies the next.
+// (their keys), so that a delta can span the publications whose gossip was
+// cut short by a newer one: a peer that missed one of them still applies
+// the next.
 const recentChanges = 8
 
 // recentKeysMax is the most keys kept for one publication; a larger one
@@ -72,6 +73,12 @@ type Cluster struct {
 	// recent holds the keys of this node's latest publications, oldest
 	// first, consecutive seqs (see queueSelfLocked).
 	recent []selfChange
+	// lastSelf is the latest gossip queued about this node's record: the
+	// base it spans from, and whether the queue is done with it.
+	lastSelf struct {
+		base uint64
+		done *atomic.Bool
+	}
 	// fullReply caches the encoded whole record for pulls, by version.
 	fullReply struct {
 		version Version
@@ -547,26 +554,38 @@ type selfChange struct {
 }
 
 // queueSelfLocked queues gossip about this node's current record: the
-// whole record when it fits in a packet (anyone can apply it), else a delta
-// spanning as many of the latest publications as fit (a peer holding any
-// version from its base on applies it), else a notice that peers answer
-// with a pull. c.mu is held.
+// whole record when it fits in a packet (anyone can apply it); else a delta
+// from the previous version, widened back to the base of the previous
+// delta when the queue replaced that one before it was sent its
+// transmissions (so a peer that missed it still applies this one), as far
+// as fits in a packet; else a notice that peers answer with a pull.
+// c.mu is held.
 func (c *Cluster) queueSelfLocked() {
 	v := c.store.selfVersion()
-	msg := c.selfGossip(v)
-	c.queue.QueueBroadcast(&nodeBroadcast{node: c.cfg.NodeName, msg: msg})
+	msg, base := c.selfGossip(v)
+	done := new(atomic.Bool)
+	c.lastSelf.base, c.lastSelf.done = base, done
+	c.queue.QueueBroadcast(&nodeBroadcast{node: c.cfg.NodeName, msg: msg, done: done})
 }
 
-func (c *Cluster) selfGossip(v Version) []byte {
+// selfGossip returns the message about this node's record at v and the
+// base it spans from (v.Seq for a notice).
+func (c *Cluster) selfGossip(v Version) ([]byte, uint64) {
 	if _, bytes := c.store.selfSize(); bytes <= inlineRecordBytes {
 		if msg := encodeDelta(c.store.selfDelta(0, nil)); len(msg) <= inlineRecordBytes {
-			return msg
+			return msg, 0
 		}
 	}
+	// Widen back to the previous delta's base while it is unsent.
+	from := v.Seq - 1
+	if d := c.lastSelf.done; d != nil && !d.Load() && c.lastSelf.base < from {
+		from = max(c.lastSelf.base, 1)
+	}
 	var best []byte
+	bestBase := v.Seq
 	var keys []vip.RegKey
 	expect := v.Seq
-	for i := len(c.recent) - 1; i >= 0; i-- {
+	for i := len(c.recent) - 1; i >= 0 && expect > from; i-- {
 		ch := c.recent[i]
 		if ch.seq != expect || ch.big || ch.seq <= 1 {
 			break
@@ -576,13 +595,13 @@ func (c *Cluster) selfGossip(v Version) []byte {
 		if len(msg) > inlineRecordBytes {
 			break
 		}
-		best = msg
+		best, bestBase = msg, ch.seq-1
 		expect--
 	}
 	if best != nil {
-		return best
+		return best, bestBase
 	}
-	return encodeNotice(c.cfg.NodeName, v)
+	return encodeNotice(c.cfg.NodeName, v), v.Seq
 }
 
 // fence moves this node's generation past v, a version of its own name
@@ -599,6 +618,7 @@ func (c *Cluster) fence(v Version) {
 	c.generation.Store(gen)
 	c.store.fenceSelf(gen, c.now())
 	c.recent = nil
+	c.lastSelf.done = nil
 	c.log.WithFields(logrus.Fields{"seen": v, "generation": gen,
 		"reason": "a newer record of this node's name is in the cluster"}).Warn("moved generation forward")
 	if c.started {

@@ -10,13 +10,15 @@ import (
 
 // delegate is memberlist's hook into this package's state. memberlist calls
 // it from several goroutines at once: NotifyMsg from the single packet
-// handler goroutine (UDP gossip) and from one goroutine per incoming stream
-// (pull replies over TCP); GetBroadcasts from the gossip and probe
-// goroutines; LocalState and MergeRemoteState from push/pull goroutines.
-// Every method therefore only decodes, takes the store's mutex for a map
-// update and returns: none blocks on the network, and work that needs the
-// network (pulls, replies) is handed to the run loop through a buffered
-// channel, dropped when it is full (the run loop's tick retries pulls).
+// handler goroutine (UDP gossip: deltas, notices) and from one goroutine per
+// incoming stream (pull requests and replies over TCP); GetBroadcasts from
+// the gossip and probe goroutines; LocalState and MergeRemoteState from
+// push/pull goroutines. Every method therefore only decodes, hashes what it
+// received outside any lock, takes the store's mutex for map updates in
+// proportion to the message and returns: none blocks on the network, and
+// work that needs the network (pulls, replies) is handed to the run loop
+// through a buffered channel, dropped when it is full (the run loop's tick
+// retries pulls).
 type delegate struct{ c *Cluster }
 
 var _ memberlist.Delegate = (*delegate)(nil)
@@ -190,13 +192,6 @@ func (c *Cluster) wakePulls() {
 	case c.pullWake <- struct{}{}:
 	default:
 	}
-}
-
-// mergeRecord merges one whole record and counts the outcome.
-func (c *Cluster) mergeRecord(r *record) mergeOutcome {
-	out, _ := c.store.merge(r, c.now())
-	c.countOutcome(r.Node, r.Version, out)
-	return out
 }
 
 // mergeDelta applies one delta and counts the outcome.
