@@ -720,3 +720,12 @@ func samePrograms(a, b *vip.Table) bool {
 	}
 	return true
 }
+
+// KernelCounters returns what the real kernel handle sent (transactions,
+// netlink messages, elements, dumps); zero with an injected Interface.
+func (r *Reconciler) KernelCounters() Counters {
+	if k, ok := r.kernel.(*Kernel); ok {
+		return k.Counters()
+	}
+	return Counters{}
+}
