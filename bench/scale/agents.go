@@ -41,7 +41,9 @@ type agentProc struct {
 
 // cluster is the agents of one scenario; stop ends them all.
 type cluster struct {
-	agents []*agentProc
+	agents   []*agentProc
+	scenario string
+	keyFile  string
 }
 
 // startCluster starts n agents on 127.x.y.1 .. 127.x.y.n (the -ip-prefix);
@@ -49,7 +51,7 @@ type cluster struct {
 // /readyz answers 200, or an error with the failing agent's log tail. The
 // caller must call stop, also on error.
 func startCluster(ctx context.Context, cfg *config, scenario string, n int) (*cluster, error) {
-	c := &cluster{}
+	c := &cluster{scenario: scenario}
 	keyFile := ""
 	if cfg.encrypt {
 		key := make([]byte, 32)
@@ -61,12 +63,9 @@ func startCluster(ctx context.Context, cfg *config, scenario string, n int) (*cl
 			return c, fmt.Errorf("gossip key: %w", err)
 		}
 	}
+	c.keyFile = keyFile
 	for i := 1; i <= n; i++ {
-		join := ""
-		if i > 1 {
-			join = c.agents[0].gossip
-		}
-		a, err := startAgent(cfg, scenario, i, join, keyFile)
+		a, err := startAgent(cfg, scenario, i, c.join(i), keyFile)
 		if a != nil {
 			c.agents = append(c.agents, a)
 		}
@@ -74,13 +73,39 @@ func startCluster(ctx context.Context, cfg *config, scenario string, n int) (*cl
 			return c, err
 		}
 	}
+	return c, c.waitReady(ctx, cfg)
+}
+
+// join is the --join of agent i: none for the seed, node 1 for the others.
+func (c *cluster) join(i int) string {
+	if i == 1 {
+		return ""
+	}
+	return c.agents[0].gossip
+}
+
+func (c *cluster) waitReady(ctx context.Context, cfg *config) error {
 	deadline := time.Now().Add(cfg.startTimeout)
 	for _, a := range c.agents {
 		if err := a.waitReady(ctx, deadline); err != nil {
-			return c, err
+			return err
 		}
 	}
-	return c, nil
+	return nil
+}
+
+// restart stops every agent and starts each again with the same flags and
+// state directory, without waiting for them to be ready.
+func (c *cluster) restart(cfg *config) error {
+	c.stop(10 * time.Second)
+	for i := range c.agents {
+		a, err := startAgent(cfg, c.scenario, i+1, c.join(i+1), c.keyFile)
+		if err != nil {
+			return err
+		}
+		c.agents[i] = a
+	}
+	return nil
 }
 
 func startAgent(cfg *config, scenario string, i int, join, keyFile string) (*agentProc, error) {
@@ -122,7 +147,7 @@ func startAgent(cfg *config, scenario string, i int, join, keyFile string) (*age
 	if keyFile != "" {
 		args = append(args, "--gossip-key-file", keyFile)
 	}
-	logf, err := os.Create(filepath.Join(a.dir, "agent.log"))
+	logf, err := os.OpenFile(filepath.Join(a.dir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", a.name, err)
 	}

@@ -73,6 +73,7 @@ type config struct {
 	sampleGap     time.Duration
 	poll          time.Duration
 	churnRate     int
+	restart       bool
 }
 
 func main() {
@@ -108,6 +109,7 @@ func main() {
 	flag.DurationVar(&cfg.sampleGap, "sample-gap", 50*time.Millisecond, "b: pause between latency samples")
 	flag.DurationVar(&cfg.poll, "poll", 2*time.Millisecond, "b: DNS poll interval of a latency sample")
 	flag.IntVar(&cfg.churnRate, "churn-rate", 100, "b: changes per second the last node makes during the second latency run (0: skip that run)")
+	flag.BoolVar(&cfg.restart, "restart", true, "b: at the end, restart every agent on its state and time until every node holds everything again")
 	quick := flag.Bool("quick", false, "smaller defaults for a run of about a minute: -backends 1000 -window 250 -vips 300 -settle 3s -idle 15s -samples 30 (flags given explicitly win)")
 	flag.Parse()
 	if *quick {

@@ -137,9 +137,11 @@ func scenarioB(ctx context.Context, cfg *config, rep *report) error {
 	}
 
 	// Latency: register on node 1, poll node 2's DNS.
+	extra := 0 // VIPs of one backend each that the latency runs registered
 	if cfg.samples > 0 {
 		progress("b: %d latency samples, idle", cfg.samples)
 		lat, fails, err := latencyRun(ctx, cfg, c, "i")
+		extra += len(lat) + fails
 		if err != nil {
 			return err
 		}
@@ -154,6 +156,7 @@ func scenarioB(ctx context.Context, cfg *config, rep *report) error {
 				return ctx.Err()
 			}
 			lat, fails, err := latencyRun(ctx, cfg, c, "c")
+			extra += len(lat) + fails
 			res := ch.stop()
 			after := scrapeAll(ctx, c)
 			if err != nil {
@@ -177,7 +180,45 @@ func scenarioB(ctx context.Context, cfg *config, rep *report) error {
 			rep.fig("b_churn_gossip_sent_bps_max", worst)
 		}
 	}
-	return c.alive()
+	if err := c.alive(); err != nil {
+		return err
+	}
+	if cfg.restart {
+		return restartFigure(ctx, cfg, c, rep, nv+extra, total+extra, names)
+	}
+	return nil
+}
+
+// restartFigure stops every agent, starts them again on their state
+// directories, and measures the time from the first start until every
+// node's table holds nv VIPs and total backends again and its DNS answers
+// names.
+func restartFigure(ctx context.Context, cfg *config, c *cluster, rep *report, nv, total int, names []string) error {
+	progress("b: restarting every agent on its state")
+	what := fmt.Sprintf("b: every agent restarted on its state: first start -> every node holds all %s VIPs again and answers them in DNS", thousands(nv))
+	t0 := time.Now()
+	if err := c.restart(cfg); err != nil {
+		return err
+	}
+	deadline := t0.Add(cfg.timeout)
+	conv, held, err := waitConverged(ctx, c, nv, total, t0, deadline)
+	if err != nil {
+		rep.add(what, "not within -timeout: "+held, "", ptr(false))
+		return err
+	}
+	for _, a := range c.agents {
+		at, pending := newDNSProbe(a.dns).waitAnswers(ctx, names, 20*time.Millisecond, deadline)
+		if len(pending) > 0 {
+			rep.add(what, fmt.Sprintf("%s: %d of %d sampled names unanswered at the -timeout", a.name, len(pending), len(names)), "", ptr(false))
+			return fmt.Errorf("%s: DNS does not answer %s after the restart", a.name, pending[0])
+		}
+		if d := at.Sub(t0); d > conv {
+			conv = d
+		}
+	}
+	rep.add(what, secs(conv), "", nil)
+	rep.fig("b_restart_converged_s", conv.Seconds())
+	return nil
 }
 
 // waitConverged polls every node's /metrics until each holds nv programmed
