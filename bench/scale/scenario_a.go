@@ -164,6 +164,11 @@ func waitServed(ctx context.Context, a *agentProc, probe *dnsProbe, regs []regis
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		select {
+		case <-a.exited:
+			return fmt.Errorf("%s exited; its log ends:\n%s", a.name, a.logTail(20))
+		default:
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("registration %d (%s %s) not served by the -timeout", k+1, regs[k].label, regs[k].backend)
 		}
