@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"runtime"
 	"slices"
@@ -58,7 +59,7 @@ func benchClusterWith(b *testing.B, net *memnet.Network, n int, tweak func(*Conf
 		}
 		m := startMem(b, net, fmt.Sprintf("node-%04d", i), tweak, seeds...)
 		m.c.log.Logger.SetLevel(0) // panic level only: keep the benchmark's output clean
-		m.c.Publish([]vip.Registration{benchReg(i, 0)})
+		m.c.Publish(append(manyRegsFrom(i*benchBackends, benchBackends-1), benchReg(i, 0)))
 		nodes = append(nodes, m)
 		if (i+1)%100 == 0 {
 			b.Logf("%d nodes started after %v (%v of it waiting for inboxes to drain)", i+1,
@@ -138,6 +139,16 @@ func converged(nodes []*memNode) bool {
 	}
 }
 
+// benchBackends is how many backends each node of BenchmarkConvergence and
+// the other cluster benchmarks publishes: L4LB_BENCH_BACKENDS, 1 by default
+// (one of them changes in each measured change).
+var benchBackends = func() int {
+	if n, err := strconv.Atoi(os.Getenv("L4LB_BENCH_BACKENDS")); err == nil && n > 0 {
+		return n
+	}
+	return 1
+}()
+
 func benchReg(node, change int) vip.Registration {
 	return reg("/bench", 80, fmt.Sprintf("10.%d.%d.%d:%d", node/250, node%250, 1+change%250, 1000+change/250))
 }
@@ -182,10 +193,16 @@ func BenchmarkConvergence(b *testing.B) {
 			time.Sleep(2 * time.Second)
 
 			var latencies []time.Duration
+			loopBytes := wireBytesSent(nodes)
+			loopStart := time.Now()
 			for i := 0; b.Loop(); i++ {
 				k := rand.IntN(n)
 				origin := nodes[k]
-				origin.c.Publish([]vip.Registration{benchReg(k, i+1)})
+				changed := benchReg(k, 0)
+				changed.Weight = uint32(2 + i)
+				if err := origin.c.PublishDelta([]vip.Registration{changed}, nil); err != nil {
+					b.Fatal(err)
+				}
 				v := origin.c.store.selfVersion()
 				start := time.Now()
 				pending := slices.Clone(nodes)
@@ -209,6 +226,8 @@ func BenchmarkConvergence(b *testing.B) {
 				latencies = append(latencies, time.Since(start))
 			}
 			b.StopTimer()
+			loopBytes = wireBytesSent(nodes) - loopBytes
+			loopTime := time.Since(loopStart)
 			slices.Sort(latencies)
 			b.ReportMetric(float64(percentile(latencies, 50).Milliseconds()), "p50-ms")
 			b.ReportMetric(float64(percentile(latencies, 99).Milliseconds()), "p99-ms")
@@ -223,6 +242,10 @@ func BenchmarkConvergence(b *testing.B) {
 			time.Sleep(window)
 			idle := float64(wireBytesSent(nodes)-before) / float64(n) / window.Seconds()
 			b.ReportMetric(idle, "idle-B/s/node")
+			// One change at a time: every byte sent while the changes
+			// were measured, less the idle traffic of that time.
+			perChange := (float64(loopBytes)/float64(n) - idle*loopTime.Seconds()) / float64(len(latencies))
+			b.ReportMetric(perChange, "B/node/change")
 
 			// 100 changes per second, from random nodes, for 5 s.
 			busy, lag, maxBacklog := changeStream(b, net, nodes, 100, 5*time.Second, idle)
@@ -252,7 +275,11 @@ func changeStream(b *testing.B, net *memnet.Network, nodes []*memNode, rate int,
 	for i := 0; time.Now().Before(end); i++ {
 		<-tick.C
 		j := rand.IntN(n)
-		nodes[j].c.Publish([]vip.Registration{benchReg(j, 100000+i)})
+		changed := benchReg(j, 0)
+		changed.Weight = uint32(100000 + i)
+		if err := nodes[j].c.PublishDelta([]vip.Registration{changed}, nil); err != nil {
+			b.Fatal(err)
+		}
 		last[j] = nodes[j].c.store.selfVersion()
 		if i%10 == 0 {
 			maxBacklog = max(maxBacklog, net.Backlog())
