@@ -42,6 +42,8 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.DataPlane, "dataplane", "ipvs", "ipvs: program this node's kernel; none: serve DNS and the API only")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", 30*time.Second, "period of the full IPVS resync that repairs drift")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 5*time.Minute, "longest time a withdrawn TCP backend drains before it is removed")
+	fs.BoolVar(&o.LeaveOnTerminate, "leave-on-terminate", false, "leave the cluster when stopped (SIGTERM, SIGINT): peers drop this node's backends at once. Without it a stop is a restart: the kernel keeps serving and nothing is withdrawn on purpose")
+	cleanup := fs.Bool("cleanup", false, "remove what l4lb holds in this node's kernel (IPVS services on --interface, their addresses, the masquerade rules), cutting their connections, and exit; for a node that stops running l4lb for good. The state directory is kept")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if _, err := parse(fs, args, nil); err != nil {
@@ -71,6 +73,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--ip-vip-cidrs %q: want ranges like 10.10.0.0/16", c)
 		}
 		o.IPVIPCIDRs = append(o.IPVIPCIDRs, p)
+	}
+	if *cleanup {
+		return agent.Cleanup(o)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

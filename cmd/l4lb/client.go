@@ -100,6 +100,21 @@ func runDeregister(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+func runLeave(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("leave", "[flags]", "make this node's agent leave the cluster for good and stop: every node drops its backends at once (stopping the agent alone is a restart, which withdraws nothing on purpose). Then `l4lb agent --cleanup` removes its kernel state", stderr)
+	addr := apiFlag(fs)
+	if _, err := parse(fs, args, nil); err != nil {
+		return err
+	}
+	ctx, cancel := clientContext()
+	defer cancel()
+	if err := api.NewClient(*addr).Leave(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "the agent is leaving the cluster and will stop")
+	return nil
+}
+
 func runVIPs(args []string, stdout, stderr io.Writer) error {
 	return runView("vips", "show every VIP with its names, address, port, protocol, scheduler and backends", args, stdout, stderr,
 		func(ctx context.Context, c *api.Client) (any, error) { return c.VIPs(ctx) },

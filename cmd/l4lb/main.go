@@ -5,6 +5,7 @@
 //	l4lb deregister VIP BACKEND        withdraw it (it drains)
 //	l4lb vips [-o json]                show every VIP with its backends
 //	l4lb members [-o json]             show the cluster's nodes
+//	l4lb leave                         make the agent leave the cluster for good and stop
 //	l4lb keygen                        print a new gossip key
 //	l4lb version                       print the version
 //
@@ -36,6 +37,7 @@ func commands() []command {
 		{"deregister", "VIP BACKEND [flags]", "withdraw a backend (it drains, then leaves)", runDeregister},
 		{"vips", "[-o json]", "show every VIP with its names, address and backends", runVIPs},
 		{"members", "[-o json]", "show the cluster's nodes and their state", runMembers},
+		{"leave", "[flags]", "make this node's agent leave the cluster for good and stop", runLeave},
 		{"keygen", "", "print a new random gossip key (base64, 32 bytes)", runKeygen},
 		{"version", "", "print l4lb's version", runVersion},
 	}

@@ -39,6 +39,7 @@ func TestCommandLineContract(t *testing.T) {
 		{"vips, agent down", []string{"vips", "--api", "127.0.0.1:1"}, 1, "", "cannot reach the l4lb agent", true},
 		{"vips bad output", []string{"vips", "-o", "yaml"}, 1, "", `-o "yaml": want text or json`, true},
 		{"members, agent down", []string{"members", "-o", "json", "--api", "127.0.0.1:1"}, 1, "", "cannot reach the l4lb agent", true},
+		{"leave, agent down", []string{"leave", "--api", "127.0.0.1:1"}, 1, "", "cannot reach the l4lb agent", true},
 		{"members extra arg", []string{"members", "x"}, 2, "", "want no arguments", false},
 		{"agent bad dataplane", []string{"agent", "--dataplane", "ebpf", "--state-dir", "/nonexistent"}, 1, "", `--dataplane "ebpf": want ipvs or none`, true},
 		{"agent bad cidr", []string{"agent", "--vip-cidr", "11.0.0.1/8"}, 1, "", "host bits set", true},

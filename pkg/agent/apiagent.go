@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"errors"
 	"sort"
 	"sync"
 
@@ -23,45 +24,71 @@ type apiAgent struct {
 	plane   *ipvs.Reconciler // nil with --dataplane none
 	checker *health.Checker
 	log     *logrus.Entry
+	// seeded says whether a seed was ever reached (nil: no seeds).
+	seeded func() (bool, string)
+	// leave receives (once) when an operator asks the agent to leave the
+	// cluster and stop.
+	leave chan struct{}
 
-	// regMu serialises Register and Deregister, so that the store's lists
-	// reach the core in the order of the changes.
+	// regMu serialises Register and Deregister, so that the store's
+	// changes reach the core in the order they were made.
 	regMu sync.Mutex
-	// checksMu serialises refreshChecks.
-	checksMu sync.Mutex
 }
 
 var _ api.Agent = (*apiAgent)(nil)
 
-// checkerHealth adapts the health checker to HealthSource.
-type checkerHealth struct{ c *health.Checker }
-
-func (h checkerHealth) Healthy() map[string]bool {
-	status := h.c.Status()
-	out := make(map[string]bool, len(status))
-	for k, s := range status {
-		if s.Checked {
-			out[k] = s.Healthy
-		}
-	}
-	return out
-}
-
-// refreshChecks gives the checker the health checks of this node's
-// backends.
-func (a *apiAgent) refreshChecks() {
-	a.checksMu.Lock()
-	defer a.checksMu.Unlock()
-	var targets []health.Target
-	for _, l := range a.core.Locals() {
+// checkBackends gives the checker the health checks of these backends of
+// this node (a backend without a check has its check, if any, removed) and
+// drops the checks of the removed keys. O(change).
+func (a *apiAgent) checkBackends(set []source.Local, removed []string) {
+	var add []health.Target
+	for _, l := range set {
 		if t, ok := l.HealthTarget(); ok {
-			targets = append(targets, t)
+			add = append(add, t)
+		} else {
+			removed = append(removed, l.Key())
 		}
 	}
-	if err := a.checker.Set(targets); err != nil {
+	if err := a.checker.Update(add, removed); err != nil {
 		a.log.WithError(err).Warn("health checks not updated")
 	}
-	a.core.Kick()
+	a.core.ForgetHealth(removed)
+}
+
+// update hands the core and the checker one source's change.
+func (a *apiAgent) update(src Source, set []source.Local, removed []string) {
+	a.core.Update(src, set, removed)
+	a.recheck(keysOf(set, removed))
+}
+
+// replace makes set the whole of what src registers.
+func (a *apiAgent) replace(src Source, set []source.Local) {
+	removed := a.core.Replace(src, set)
+	a.recheck(keysOf(set, removed))
+}
+
+// recheck sets the health checks of keys to those of the backends the merge
+// rule publishes for them (a source that another shadows does not bring its
+// check).
+func (a *apiAgent) recheck(keys []string) {
+	var set []source.Local
+	var removed []string
+	for _, k := range keys {
+		if l, _, ok := a.core.Local(k); ok {
+			set = append(set, l)
+		} else {
+			removed = append(removed, k)
+		}
+	}
+	a.checkBackends(set, removed)
+}
+
+func keysOf(set []source.Local, removed []string) []string {
+	keys := make([]string, 0, len(set)+len(removed))
+	for _, l := range set {
+		keys = append(keys, l.Key())
+	}
+	return append(keys, removed...)
 }
 
 func (a *apiAgent) Register(e source.Entry) (bool, string, error) {
@@ -71,12 +98,16 @@ func (a *apiAgent) Register(e source.Entry) (bool, string, error) {
 	}
 	a.regMu.Lock()
 	defer a.regMu.Unlock()
+	if _, held := a.store.Get(l.Key()); !held {
+		if err := a.core.CanAdd(1); err != nil {
+			return false, l.Key(), &api.FullError{Err: err}
+		}
+	}
 	created, err := a.store.Put(l)
 	if err != nil {
 		return false, l.Key(), err
 	}
-	a.core.SetAPI(a.store.List())
-	a.refreshChecks()
+	a.update(SourceAPI, []source.Local{l}, nil)
 	a.log.WithFields(logrus.Fields{"vip": l.VIP.String(), "backend": l.Backend.String(), "created": created}).Info("backend registered")
 	return created, l.Key(), nil
 }
@@ -93,16 +124,36 @@ func (a *apiAgent) Deregister(e source.Entry) (bool, string, error) {
 		return false, l.Key(), err
 	}
 	if removed {
-		a.core.SetAPI(a.store.List())
-		a.refreshChecks()
+		a.update(SourceAPI, nil, []string{l.Key()})
 		a.log.WithFields(logrus.Fields{"vip": l.VIP.String(), "backend": l.Backend.String()}).Info("backend deregistered; it drains on every node")
 	}
 	return removed, l.Key(), nil
 }
 
+// Leave asks Run to leave the cluster and stop. Asking again is harmless.
+func (a *apiAgent) Leave() error {
+	if a.leave == nil {
+		return errors.New("this agent cannot leave through its API")
+	}
+	select {
+	case a.leave <- struct{}{}:
+	default:
+	}
+	a.log.Info("asked to leave the cluster for good")
+	return nil
+}
+
 func (a *apiAgent) Ready() (bool, string) {
 	if ok, why := a.core.Synced(); !ok {
 		return false, why
+	}
+	if a.seeded != nil {
+		if ok, why := a.seeded(); !ok {
+			return false, why
+		}
+	}
+	if err := a.core.PublishError(); err != nil {
+		return false, "this node's backends are not all published: " + err.Error()
 	}
 	return true, ""
 }
@@ -130,8 +181,7 @@ func (a *apiAgent) VIPs() api.VIPs {
 func (a *apiAgent) reload(path string, dir *source.Dir) {
 	if dir != nil {
 		if set, changed := dir.Scan(); changed {
-			a.core.SetDir(set)
-			a.refreshChecks()
+			a.replace(SourceDir, set)
 		}
 	}
 	if path == "" {

@@ -20,9 +20,10 @@ func newAPIAgent(t *testing.T) (*apiAgent, *fakeCluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checker := health.New(health.Config{Log: quietLog()})
+	checker := health.New(health.Config{Log: quietLog(), OnChange: func(key string, healthy bool, reason string) {
+		core.HealthChanged(map[string]bool{key: healthy})
+	}})
 	t.Cleanup(checker.Close)
-	core.SetHealth(checkerHealth{checker})
 	return &apiAgent{core: core, store: store, checker: checker, log: quietLog()}, cl
 }
 

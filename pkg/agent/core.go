@@ -2,8 +2,8 @@ package agent
 
 import (
 	"context"
-	"net/netip"
-	"reflect"
+	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,11 +16,13 @@ import (
 )
 
 // Cluster is the gossip layer as the agent uses it (*gossip.Cluster).
-// Publish replaces this node's registrations; Changes signals, coalesced,
-// that State may have changed.
+// PublishDelta changes this node's registrations by key and refuses (changing
+// nothing) what the record cannot hold; TakeChanges returns how the cluster
+// state changed since its previous call; Changes signals, coalesced, that
+// TakeChanges has something.
 type Cluster interface {
-	Publish([]vip.Registration)
-	State() vip.ClusterState
+	PublishDelta(set []vip.Registration, removed []vip.RegKey) error
+	TakeChanges() []vip.NodeDelta
 	Changes() <-chan struct{}
 }
 
@@ -30,10 +32,25 @@ type TableSink interface {
 	Update(*vip.Table)
 }
 
-// HealthSource says which local backends with a health check are healthy:
-// a key is missing until its first check has run.
-type HealthSource interface {
-	Healthy() map[string]bool
+// Source names a backend source of this node. When several sources register
+// the same backend for the same VIP (the same source.Local key), the one
+// earliest in Sources is published: an operator's API registration over a
+// container's label over a services-directory file.
+type Source int
+
+// The backend sources, in the order of the merge rule.
+const (
+	SourceAPI Source = iota
+	SourceDocker
+	SourceDir
+	numSources
+)
+
+// Sources lists the sources in the order of the merge rule.
+var Sources = [numSources]Source{SourceAPI, SourceDocker, SourceDir}
+
+func (s Source) String() string {
+	return [...]string{"api", "docker", "services-dir"}[s]
 }
 
 // CoreConfig is what a Core needs.
@@ -52,38 +69,90 @@ type CoreConfig struct {
 	// handed a table: a restarted agent must not program an empty or
 	// partial table over what the kernel holds. nil means merged.
 	StateMerged func() (bool, string)
-	Log         *logrus.Entry
-	Now         func() time.Time
+	// MaxBackends is the most backends this node may publish (what one
+	// gossip record holds); 0 for no limit. CanAdd refuses past it, so that
+	// nothing is accepted that cannot be served.
+	MaxBackends int
+	// Observe, when set, is told how long each stage of network
+	// programming took (see Stage).
+	Observe func(stage Stage, d time.Duration)
+	Log     *logrus.Entry
+	Now     func() time.Time
 }
 
-// Core is the agent's flow: local sources -> gossip -> vip.Build -> data plane
-// -> DNS. Run owns the publishing and rebuilding; the other methods may be
+// Stage is a step of network programming, for the latency histogram.
+type Stage string
+
+// The stages: a local source's change handed to gossip; a cluster change
+// turned into a new desired table; that table written to the kernel; the
+// kernel's table answered by DNS; and the whole way from the cluster
+// change to DNS.
+const (
+	StagePublished Stage = "published"
+	StageTable     Stage = "table_built"
+	StageKernel    Stage = "kernel_written"
+	StageDNS       Stage = "dns_served"
+	StageTotal     Stage = "total"
+)
+
+// Core is the agent's flow: local sources -> gossip -> vip model -> data
+// plane -> DNS. Every step works by difference: a source's change marks its
+// keys; Run publishes only marked keys and applies only what gossip says
+// changed to the model, which derives the new table from the previous one.
+// Run owns the model and the published set; the other methods may be
 // called from any goroutine.
 type Core struct {
 	cfg     CoreConfig
 	cluster Cluster
 	log     *logrus.Entry
 	kick    chan struct{}
-	// toDNS holds the newest programmed table not yet handed to DNS; a
-	// zone rebuild can take long, so it runs on Run's DNS goroutine, never
-	// on the data plane's.
-	toDNS chan *vip.Table
+	// toDNS holds the newest programmed table not yet handed to DNS; DNS
+	// updates run on Run's DNS goroutine, never on the data plane's.
+	toDNS chan programmedTable
 
-	// mu guards api, dir, health, published and claimed.
-	mu        sync.Mutex
-	api       []source.Local // registrations made through the API
-	dir       []source.Local // backends from the services directory
-	health    HealthSource
-	published []vip.Registration
-	claimed   map[ClaimKey]bool // names published with a claim, last time
+	// mu guards locals, healthy, dirty, dirtySince, publishErr and
+	// pending.
+	mu         sync.Mutex
+	locals     map[string]*localEntry // by source.Local key
+	healthy    map[string]bool        // checked keys' health; missing: not checked yet
+	dirty      map[string]struct{}    // keys to look at on the next publish
+	dirtySince time.Time              // oldest change not yet published
+	publishErr error                  // why the last publication was refused, nil once one succeeds
+	// pending are the tables handed to the data plane and not yet
+	// reported programmed, with when their change reached this node.
+	pending []pendingTable
+
+	// Owned by Run's goroutine.
+	model     *vip.Model
+	published map[string]vip.Registration         // by source.Local key: in gossip
+	names     map[vip.NameKey]map[string]struct{} // named keys published per name
 
 	table      atomic.Pointer[vip.Table] // desired, last built
 	programmed atomic.Pointer[vip.Table] // as the data plane last reported
 	merged     atomic.Bool               // the cluster state was merged (StateMerged held once)
 	built      atomic.Bool               // a table was built from merged state
 	synced     atomic.Bool               // the data plane reported a sync
-	pendingAt  atomic.Int64              // unix ns when a changed table was handed on, 0 when none
 	latency    atomic.Int64              // ns from a state change to the kernel, last seen
+}
+
+// localEntry is one backend key of this node, as each source has it.
+type localEntry struct {
+	by [numSources]*source.Local
+}
+
+func (e *localEntry) effective() *source.Local {
+	for _, l := range e.by {
+		if l != nil {
+			return l
+		}
+	}
+	return nil
+}
+
+type pendingTable struct {
+	t     *vip.Table
+	since time.Time // when the oldest change it carries reached this node
+	built time.Time // when it was built
 }
 
 // NewCore returns a Core; call Run to start it.
@@ -97,20 +166,28 @@ func NewCore(cfg CoreConfig, cluster Cluster) *Core {
 	if cfg.Claims == nil {
 		cfg.Claims = NewClaimBook("")
 	}
-	c := &Core{cfg: cfg, cluster: cluster, log: cfg.Log.WithField("component", "agent"), kick: make(chan struct{}, 1), toDNS: make(chan *vip.Table, 1)}
-	c.table.Store(&vip.Table{})
+	c := &Core{
+		cfg: cfg, cluster: cluster, log: cfg.Log.WithField("component", "agent"),
+		kick: make(chan struct{}, 1), toDNS: make(chan programmedTable, 1),
+		locals: map[string]*localEntry{}, healthy: map[string]bool{}, dirty: map[string]struct{}{},
+		model: vip.NewModel(cfg.VIP), published: map[string]vip.Registration{}, names: map[vip.NameKey]map[string]struct{}{},
+	}
+	empty := vip.Derive(nil, nil, nil, nil)
+	c.table.Store(empty)
 	c.programmed.Store(&vip.Table{})
 	return c
 }
 
-// Run publishes this node's backends and rebuilds the table on every change,
-// until ctx is done.
+// Run publishes this node's backends and applies the cluster's changes as
+// they come, until ctx is done. Bursts merge: while one pass runs, further
+// triggers collapse into one, and the next pass takes everything marked
+// meanwhile; an idle Core reacts at once.
 func (c *Core) Run(ctx context.Context) error {
 	if c.cfg.DNS != nil {
 		go c.feedDNS(ctx)
 	}
 	c.publish()
-	c.rebuild()
+	c.rebuild(c.cfg.Now())
 	// Until the state is merged, look again often: the merge itself may
 	// bring no change to signal.
 	poll := time.NewTicker(100 * time.Millisecond)
@@ -122,43 +199,129 @@ func (c *Core) Run(ctx context.Context) error {
 		case <-c.kick:
 			c.publish()
 		case <-c.cluster.Changes():
-			c.rebuild()
+			c.rebuild(c.cfg.Now())
+			c.publish()
 		case <-poll.C:
 			if c.merged.Load() {
 				poll.Stop()
 			} else {
-				c.rebuild()
+				c.rebuild(c.cfg.Now())
 			}
 		}
 	}
 }
 
-// SetAPI replaces the backends registered through the API.
-func (c *Core) SetAPI(l []source.Local) {
+// Update changes what one source registers: set adds or replaces backends
+// (by key), removed drops keys. It costs O(len(set)+len(removed)).
+func (c *Core) Update(src Source, set []source.Local, removed []string) {
 	c.mu.Lock()
-	c.api = append([]source.Local(nil), l...)
+	for _, k := range removed {
+		if e := c.locals[k]; e != nil && e.by[src] != nil {
+			e.by[src] = nil
+			if e.effective() == nil {
+				delete(c.locals, k)
+			}
+			c.markLocked(k)
+		}
+	}
+	for i := range set {
+		l := set[i]
+		k := l.Key()
+		e := c.locals[k]
+		if e == nil {
+			e = &localEntry{}
+			c.locals[k] = e
+		}
+		e.by[src] = &l
+		c.markLocked(k)
+	}
 	c.mu.Unlock()
 	c.Kick()
 }
 
-// SetDir replaces the backends from the services directory.
-func (c *Core) SetDir(l []source.Local) {
+// Replace makes set the whole of what src registers (a source that lists
+// everything at once, such as the services directory at start). It costs
+// O(backends of src), and marks only the keys that differ. It returns the
+// keys src no longer registers.
+func (c *Core) Replace(src Source, set []source.Local) []string {
+	keep := make(map[string]bool, len(set))
+	for _, l := range set {
+		keep[l.Key()] = true
+	}
+	var removed []string
 	c.mu.Lock()
-	c.dir = append([]source.Local(nil), l...)
+	for k, e := range c.locals {
+		if e.by[src] != nil && !keep[k] {
+			removed = append(removed, k)
+		}
+	}
+	c.mu.Unlock()
+	c.Update(src, set, removed)
+	return removed
+}
+
+// markLocked marks key for the next publication. c.mu is held.
+func (c *Core) markLocked(key string) {
+	if len(c.dirty) == 0 {
+		c.dirtySince = c.cfg.Now()
+	}
+	c.dirty[key] = struct{}{}
+}
+
+// CanAdd returns an error when n more backends would take this node past
+// MaxBackends.
+func (c *Core) CanAdd(n int) error {
+	if c.cfg.MaxBackends <= 0 {
+		return nil
+	}
+	c.mu.Lock()
+	have := len(c.locals)
+	c.mu.Unlock()
+	if have+n > c.cfg.MaxBackends {
+		return &CapacityError{Have: have, Max: c.cfg.MaxBackends}
+	}
+	return nil
+}
+
+// CapacityError says a node holds as many backends as it can publish.
+type CapacityError struct{ Have, Max int }
+
+func (e *CapacityError) Error() string {
+	return fmt.Sprintf("this node publishes %d backends, the most one node can (%d): remove some before adding more", e.Have, e.Max)
+}
+
+// HealthChanged records checked backends' health (key -> healthy) and
+// republishes those keys.
+func (c *Core) HealthChanged(h map[string]bool) {
+	if len(h) == 0 {
+		return
+	}
+	c.mu.Lock()
+	for k, ok := range h {
+		if old, seen := c.healthy[k]; seen && old == ok {
+			continue
+		}
+		c.healthy[k] = ok
+		c.markLocked(k)
+	}
 	c.mu.Unlock()
 	c.Kick()
 }
 
-// SetHealth sets where health comes from.
-func (c *Core) SetHealth(h HealthSource) {
+// ForgetHealth drops what is known of the health of keys whose check went.
+func (c *Core) ForgetHealth(keys []string) {
 	c.mu.Lock()
-	c.health = h
+	for _, k := range keys {
+		if _, ok := c.healthy[k]; ok {
+			delete(c.healthy, k)
+			c.markLocked(k)
+		}
+	}
 	c.mu.Unlock()
 	c.Kick()
 }
 
-// Kick asks Run to republish this node's backends (a source or a health
-// state changed). It never blocks.
+// Kick asks Run to publish what is marked. It never blocks.
 func (c *Core) Kick() {
 	select {
 	case c.kick <- struct{}{}:
@@ -166,143 +329,244 @@ func (c *Core) Kick() {
 	}
 }
 
-// Locals returns this node's backends: the API's and the services
-// directory's, sorted by key; a backend in both is the API's.
+// Locals returns this node's backends as the merge rule settles them,
+// sorted by key. It costs O(backends): for the API, not for the flow.
 func (c *Core) Locals() []source.Local {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	merged, _ := source.Merge(c.api, c.dir)
-	return merged
+	out := make([]source.Local, 0, len(c.locals))
+	for _, e := range c.locals {
+		out = append(out, *e.effective())
+	}
+	c.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
 }
 
-// publish computes this node's registrations and hands them to gossip when
-// they changed.
-func (c *Core) publish() {
-	locals := c.Locals()
+// LocalCount is how many backends this node's sources register.
+func (c *Core) LocalCount() int {
 	c.mu.Lock()
-	h := c.health
+	defer c.mu.Unlock()
+	return len(c.locals)
+}
+
+// Local returns the backend of key as published, and which source it
+// comes from.
+func (c *Core) Local(key string) (source.Local, Source, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.locals[key]; e != nil {
+		for i, l := range e.by {
+			if l != nil {
+				return *l, Source(i), true
+			}
+		}
+	}
+	return source.Local{}, 0, false
+}
+
+// PublishError is why gossip last refused this node's backends (nil when
+// the last publication went through).
+func (c *Core) PublishError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.publishErr
+}
+
+// publish hands gossip the registrations of the marked keys that changed.
+func (c *Core) publish() {
+	c.mu.Lock()
+	if len(c.dirty) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	since := c.dirtySince
+	keys := make([]string, 0, len(c.dirty))
+	for k := range c.dirty {
+		keys = append(keys, k)
+	}
+	c.dirty = map[string]struct{}{}
+	want := make(map[string]vip.Registration, len(keys))
+	for _, k := range keys {
+		e := c.locals[k]
+		if e == nil {
+			continue
+		}
+		l := e.effective()
+		h := vip.Healthy
+		if l.Check.Kind != "" && !c.healthy[k] {
+			h = vip.Unhealthy
+		}
+		want[k] = l.Registration(h)
+	}
 	c.mu.Unlock()
-	var healthy map[string]bool
-	if h != nil {
-		healthy = h.Healthy()
-	}
-	state := c.cluster.State()
-	regs := make([]vip.Registration, 0, len(locals))
-	used := map[ClaimKey]bool{}
-	type claimed struct {
-		claim vip.Claim
-		err   error
-	}
-	claims := map[ClaimKey]claimed{} // one decision per name and family
-	var placed map[ClaimKey]netip.Addr
-	for _, l := range locals {
-		health := vip.Healthy
-		if l.Check.Kind != "" && !healthy[l.Key()] {
-			health = vip.Unhealthy
+
+	// Claims: one decision per name, for the names of the marked keys.
+	claims, changedNames := c.claims(want)
+	// A name whose claim moved is republished on all its keys, marked or
+	// not, so that every registration of a name carries one claim.
+	for nk := range changedNames {
+		for k := range c.names[nk] {
+			if _, ok := want[k]; ok {
+				continue
+			}
+			if old, ok := c.published[k]; ok {
+				want[k] = old
+				keys = append(keys, k)
+			}
 		}
-		r := l.Registration(health)
+	}
+	var set []vip.Registration
+	var removed []vip.RegKey
+	newPublished := make(map[string]*vip.Registration, len(keys))
+	for _, k := range keys {
+		old, had := c.published[k]
+		r, ok := want[k]
+		if !ok {
+			if had {
+				removed = append(removed, old.Key())
+				newPublished[k] = nil
+			}
+			continue
+		}
 		if r.VIP.Named() {
-			key := ClaimKeyOf(r)
-			if placed == nil {
-				placed = placedNames(c.table.Load())
-			}
-			cl, ok := claims[key]
-			if !ok {
-				cl.claim, cl.err = c.claim(state, placed, r, key)
-				claims[key] = cl
-			}
-			claim, err := cl.claim, cl.err
-			if err != nil {
-				c.log.WithError(err).WithFields(logrus.Fields{"vip": r.VIP.String(), "backend": r.Backend.String(), "reason": "no address"}).
-					Warn("backend published without an address claim")
-			} else {
-				r.Claim = claim
-				used[key] = true
+			r.Claim = claims[vip.NameKeyOf(&r)]
+		}
+		if had && sameRegistration(old, r) {
+			continue
+		}
+		if had && old.Key() != r.Key() {
+			removed = append(removed, old.Key())
+		}
+		set = append(set, r)
+		newPublished[k] = &r
+	}
+	if len(set) == 0 && len(removed) == 0 {
+		return
+	}
+	if err := c.cluster.PublishDelta(set, removed); err != nil {
+		// Nothing changed in gossip: the keys stay marked, for the next
+		// publication (a removal may make room) to try again.
+		c.mu.Lock()
+		c.publishErr = err
+		for _, k := range keys {
+			c.markLocked(k)
+		}
+		c.mu.Unlock()
+		c.log.WithError(err).WithFields(logrus.Fields{"backends": len(set), "removed": len(removed), "reason": "gossip refused the change"}).
+			Error("backends not published; the previous ones stay")
+		return
+	}
+	var forget map[vip.NameKey]bool
+	for k, r := range newPublished {
+		if old, ok := c.published[k]; ok && old.VIP.Named() {
+			nk := vip.NameKeyOf(&old)
+			delete(c.names[nk], k)
+			if len(c.names[nk]) == 0 {
+				delete(c.names, nk)
+				if forget == nil {
+					forget = map[vip.NameKey]bool{}
+				}
+				forget[nk] = true
 			}
 		}
-		regs = append(regs, r)
+		if r == nil {
+			delete(c.published, k)
+			continue
+		}
+		c.published[k] = *r
+		if r.VIP.Named() {
+			nk := vip.NameKeyOf(r)
+			if c.names[nk] == nil {
+				c.names[nk] = map[string]struct{}{}
+			}
+			c.names[nk][k] = struct{}{}
+			delete(forget, nk)
+		}
 	}
 	// Forget the claims of names this node stopped publishing. Claims read
 	// from disk that no source has asked for yet stay: the services
 	// directory, say, is read after the first publish.
-	c.mu.Lock()
-	drop := map[ClaimKey]bool{}
-	for k := range c.claimed {
-		if !used[k] {
-			drop[k] = true
+	if len(forget) > 0 {
+		if err := c.cfg.Claims.Forget(forget); err != nil {
+			c.log.WithError(err).Warn("cannot forget withdrawn names' VIP address claims")
 		}
 	}
-	c.claimed = used
-	c.mu.Unlock()
-	if len(drop) > 0 {
-		c.cfg.Claims.Forget(drop)
-	}
 	c.mu.Lock()
-	same := reflect.DeepEqual(regs, c.published)
-	if !same {
-		c.published = regs
-	}
+	c.publishErr = nil
 	c.mu.Unlock()
-	if same {
-		return
+	if c.cfg.Observe != nil {
+		c.cfg.Observe(StagePublished, c.cfg.Now().Sub(since))
 	}
-	c.log.WithField("backends", len(regs)).Info("publishing this node's backends")
-	c.cluster.Publish(regs)
+	c.log.WithFields(logrus.Fields{"set": len(set), "removed": len(removed), "backends": len(c.published)}).Debug("published this node's changes")
 }
 
-// claim picks the address claim this node publishes for a named VIP: the one
-// the cluster already agrees on when the state holds the name; otherwise the
-// claim this node made before (kept across restarts); otherwise a new one.
-func (c *Core) claim(state vip.ClusterState, placed map[ClaimKey]netip.Addr, r vip.Registration, key ClaimKey) (vip.Claim, error) {
-	old, kept := c.cfg.Claims.Get(key)
-	// The usual case, and the cheap one: the table already gives the name
-	// the address this node claimed.
-	if kept && placed[key] == old.Addr {
-		return old, nil
-	}
-	if !stateHolds(state, key) {
-		if kept {
-			return old, nil
+// sameRegistration reports whether two registrations publish the same.
+func sameRegistration(a, b vip.Registration) bool {
+	return a.VIP == b.VIP && a.Framework == b.Framework && a.Backend == b.Backend && a.Weight == b.Weight &&
+		a.Health == b.Health && a.Scheduler == b.Scheduler && a.Persistence == b.Persistence &&
+		a.Claim.Addr == b.Claim.Addr && a.Claim.Since.Equal(b.Claim.Since)
+}
+
+// claims picks the address claim this node publishes for each named VIP
+// among regs: the claim it made before (kept across restarts) while the
+// table gives the name that address or does not place the name at all;
+// otherwise what the model proposes (the address the cluster agrees on,
+// or a free one), all names of one publication in one pass. It returns the
+// claims by name and the names whose claim changed.
+func (c *Core) claims(regs map[string]vip.Registration) (map[vip.NameKey]vip.Claim, map[vip.NameKey]bool) {
+	out := map[vip.NameKey]vip.Claim{}
+	var reqs []vip.ClaimRequest
+	var reqKeys []vip.NameKey
+	asked := map[vip.NameKey]bool{}
+	for _, r := range regs {
+		if !r.VIP.Named() {
+			continue
 		}
+		nk := vip.NameKeyOf(&r)
+		if _, done := out[nk]; done || asked[nk] {
+			continue
+		}
+		old, kept := c.cfg.Claims.Get(nk)
+		placed, isPlaced := c.model.Placed(nk)
+		if kept && (!isPlaced || placed == old.Addr) {
+			out[nk] = old
+			continue
+		}
+		asked[nk] = true
+		reqs = append(reqs, vip.ClaimRequest{Spec: r.VIP, Framework: r.Framework, V6: nk.V6})
+		reqKeys = append(reqKeys, nk)
+	}
+	if len(reqs) == 0 {
+		return out, nil
 	}
 	// A claim's time travels through gossip as an instant: no monotonic
 	// reading, no zone, so that what comes back compares equal.
 	now := time.Unix(0, c.cfg.Now().UnixNano()).UTC()
-	claim, err := vip.ProposeClaim(c.cfg.VIP, state, r.VIP, r.Framework, key.V6, now)
-	if err != nil {
-		return vip.Claim{}, err
-	}
-	if err := c.cfg.Claims.Put(key, claim); err != nil {
-		c.log.WithError(err).WithField("vip", r.VIP.String()).Warn("cannot keep the VIP address claim across restarts")
-	}
-	return claim, nil
-}
-
-// placedNames maps each named VIP of t to its address.
-func placedNames(t *vip.Table) map[ClaimKey]netip.Addr {
-	out := make(map[ClaimKey]netip.Addr, len(t.VIPs))
-	for _, v := range t.VIPs {
-		if v.Name != "" {
-			out[ClaimKey{Framework: v.Framework, Name: strings.ToLower(v.Name), V6: v.Addr.Is6()}] = v.Addr
+	got, errs := c.model.ProposeClaims(reqs, now)
+	changed := map[vip.NameKey]bool{}
+	keep := map[vip.NameKey]vip.Claim{}
+	for i, nk := range reqKeys {
+		if errs[i] != nil {
+			c.log.WithError(errs[i]).WithFields(logrus.Fields{"vip": reqs[i].Spec.String(), "reason": "no address"}).
+				Warn("backend published without an address claim")
+			out[nk] = vip.Claim{}
+			continue
+		}
+		out[nk] = got[i]
+		keep[nk] = got[i]
+		if old, ok := c.cfg.Claims.Get(nk); !ok || old.Addr != got[i].Addr || !old.Since.Equal(got[i].Since) {
+			changed[nk] = true
 		}
 	}
-	return out
-}
-
-func stateHolds(state vip.ClusterState, key ClaimKey) bool {
-	for _, n := range state {
-		for _, r := range n.Backends {
-			if r.VIP.Named() && ClaimKeyOf(r) == key && r.Claim.Addr.IsValid() {
-				return true
-			}
-		}
+	if err := c.cfg.Claims.PutMany(keep); err != nil {
+		c.log.WithError(err).Warn("cannot keep the VIP address claims across restarts")
 	}
-	return false
+	return out, changed
 }
 
-// rebuild builds the desired table from the merged cluster state and hands
-// it on; then republishes, since the state may have moved a claim.
-func (c *Core) rebuild() {
+// rebuild applies what changed in the cluster state to the model and hands
+// the derived table on.
+func (c *Core) rebuild(now time.Time) {
 	if !c.merged.Load() {
 		ok, why := true, ""
 		if c.cfg.StateMerged != nil {
@@ -315,46 +579,142 @@ func (c *Core) rebuild() {
 		c.merged.Store(true)
 		c.log.Info("cluster state merged; programming the data plane")
 	}
-	start := c.cfg.Now()
-	t := vip.Build(c.cfg.VIP, c.cluster.State())
+	deltas := c.cluster.TakeChanges()
+	c.model.Apply(deltas)
+	t := c.model.Table()
 	old := c.table.Swap(t)
-	c.built.Store(true)
-	if !old.Equal(t) {
-		c.pendingAt.CompareAndSwap(0, start.UnixNano())
-		c.log.WithFields(logrus.Fields{"vips": len(t.VIPs), "errors": len(t.Errors), "took": c.cfg.Now().Sub(start).String()}).Info("desired table changed")
-		for _, e := range t.Errors {
-			c.log.WithField("reason", e).Warn("VIP left out of the table")
-		}
+	first := !c.built.Swap(true)
+	if t == old && !first {
+		return
 	}
+	built := c.cfg.Now()
+	if c.cfg.Observe != nil {
+		c.cfg.Observe(StageTable, built.Sub(now))
+	}
+	changed, _ := t.ChangedSince(old)
+	c.logTableChange(old, t, changed)
+	// Names whose VIPs changed may have moved: re-decide this node's
+	// claims for them.
+	c.markNames(old, t, changed)
+	c.mu.Lock()
+	c.pending = append(c.pending, pendingTable{t: t, since: now, built: built})
+	c.mu.Unlock()
 	if c.cfg.Plane != nil {
 		c.cfg.Plane.Update(t)
 	} else {
 		c.Programmed(t)
 	}
-	c.publish()
+}
+
+// logTableChange says what a new table changed: counts and a few names.
+func (c *Core) logTableChange(old, t *vip.Table, changed []vip.ServiceKey) {
+	const show = 3
+	var names []string
+	for _, k := range changed {
+		if len(names) == show {
+			break
+		}
+		if v, ok := t.Find(k); ok {
+			names = append(names, v.Label)
+		} else if v, ok := old.Find(k); ok {
+			names = append(names, v.Label+" (gone)")
+		}
+	}
+	f := logrus.Fields{"vips": len(t.VIPs), "changed": len(changed), "errors": len(t.Errors)}
+	if len(names) > 0 {
+		f["vip"] = strings.Join(names, ", ")
+	}
+	c.log.WithFields(f).Info("desired table changed")
+	if len(t.Errors) != len(old.Errors) {
+		for _, e := range t.Errors {
+			c.log.WithField("reason", e).Warn("VIP left out of the table")
+		}
+	}
+}
+
+// markNames marks this node's keys of the named VIPs at the changed keys.
+func (c *Core) markNames(old, t *vip.Table, changed []vip.ServiceKey) {
+	if len(c.names) == 0 {
+		return
+	}
+	var keys []string
+	for _, k := range changed {
+		for _, tab := range []*vip.Table{old, t} {
+			v, ok := tab.Find(k)
+			if !ok || v.Name == "" {
+				continue
+			}
+			nk := vip.NameKey{Framework: v.Framework, Name: strings.ToLower(v.Name), V6: v.Addr.Is6()}
+			for lk := range c.names[nk] {
+				keys = append(keys, lk)
+			}
+		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	c.mu.Lock()
+	for _, k := range keys {
+		c.markLocked(k)
+	}
+	c.mu.Unlock()
 }
 
 // Programmed is told by the data plane what it has programmed; DNS then
 // answers exactly that. It never blocks: it may be called from the data
 // plane's sync goroutine.
 func (c *Core) Programmed(t *vip.Table) {
-	if at := c.pendingAt.Swap(0); at != 0 {
-		c.latency.Store(c.cfg.Now().UnixNano() - at)
+	now := c.cfg.Now()
+	c.mu.Lock()
+	var done *pendingTable
+	for i := range c.pending {
+		if c.pending[i].t == t {
+			p := c.pending[i]
+			done = &p
+			// The tables before t were merged into it by the plane.
+			if i > 0 {
+				done.since = c.pending[0].since
+			}
+			c.pending = append(c.pending[:0], c.pending[i+1:]...)
+			break
+		}
+	}
+	c.mu.Unlock()
+	if done != nil {
+		c.latency.Store(int64(now.Sub(done.since)))
+		if c.cfg.Observe != nil {
+			c.cfg.Observe(StageKernel, now.Sub(done.built))
+		}
 	}
 	c.programmed.Store(t)
 	c.synced.Store(true)
-	// Replace any table DNS has not taken yet: only the newest matters.
+	item := programmedTable{t: t, at: now}
+	if done != nil {
+		item.since = done.since
+	}
+	// Replace any table DNS has not taken yet: only the newest matters,
+	// and it carries the older one's changes.
 	for {
 		select {
-		case c.toDNS <- t:
+		case c.toDNS <- item:
 			return
 		default:
 		}
 		select {
-		case <-c.toDNS:
+		case old := <-c.toDNS:
+			if !old.since.IsZero() && (item.since.IsZero() || old.since.Before(item.since)) {
+				item.since = old.since
+			}
 		default:
 		}
 	}
+}
+
+// programmedTable is a table the data plane reported, on its way to DNS.
+type programmedTable struct {
+	t     *vip.Table
+	at    time.Time // when the data plane reported it
+	since time.Time // when the oldest change it carries reached this node; zero if unknown
 }
 
 // feedDNS hands DNS each newest programmed table.
@@ -363,8 +723,15 @@ func (c *Core) feedDNS(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case t := <-c.toDNS:
-			c.cfg.DNS.Update(t)
+		case item := <-c.toDNS:
+			c.cfg.DNS.Update(item.t)
+			if c.cfg.Observe != nil {
+				now := c.cfg.Now()
+				c.cfg.Observe(StageDNS, now.Sub(item.at))
+				if !item.since.IsZero() {
+					c.cfg.Observe(StageTotal, now.Sub(item.since))
+				}
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,49 +19,105 @@ import (
 )
 
 // fakeNet is a cluster whose gossip is instant: every node sees every
-// published record at once.
+// published change at once.
 type fakeNet struct {
 	mu     sync.Mutex
-	states map[string][]vip.Registration
-	subs   []chan struct{}
+	states map[string]map[vip.RegKey]vip.Registration
+	subs   []*fakeCluster
 }
 
 type fakeCluster struct {
 	net  *fakeNet
 	node string
 	ch   chan struct{}
+	// seen is what TakeChanges last reported, per node (guarded by net.mu).
+	seen map[string]map[vip.RegKey]vip.Registration
+	// refuse, when set, makes PublishDelta fail.
+	refuse error
 }
 
 func (n *fakeNet) join(node string) *fakeCluster {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.states == nil {
-		n.states = map[string][]vip.Registration{}
+		n.states = map[string]map[vip.RegKey]vip.Registration{}
 	}
-	c := &fakeCluster{net: n, node: node, ch: make(chan struct{}, 1)}
-	n.subs = append(n.subs, c.ch)
+	c := &fakeCluster{net: n, node: node, ch: make(chan struct{}, 1), seen: map[string]map[vip.RegKey]vip.Registration{}}
+	n.subs = append(n.subs, c)
 	return c
 }
 
-func (c *fakeCluster) Publish(r []vip.Registration) {
+func (c *fakeCluster) PublishDelta(set []vip.Registration, removed []vip.RegKey) error {
 	c.net.mu.Lock()
-	c.net.states[c.node] = append([]vip.Registration(nil), r...)
+	if c.refuse != nil {
+		c.net.mu.Unlock()
+		return c.refuse
+	}
+	st := c.net.states[c.node]
+	if st == nil {
+		st = map[vip.RegKey]vip.Registration{}
+		c.net.states[c.node] = st
+	}
+	for _, k := range removed {
+		delete(st, k)
+	}
+	for _, r := range set {
+		st[r.Key()] = r
+	}
 	subs := c.net.subs
 	c.net.mu.Unlock()
 	for _, s := range subs {
 		select {
-		case s <- struct{}{}:
+		case s.ch <- struct{}{}:
 		default:
 		}
 	}
+	return nil
+}
+
+// TakeChanges diffs the network's state against what this node saw last.
+func (c *fakeCluster) TakeChanges() []vip.NodeDelta {
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	var out []vip.NodeDelta
+	nodes := map[string]bool{}
+	for n := range c.net.states {
+		nodes[n] = true
+	}
+	for n := range c.seen {
+		nodes[n] = true
+	}
+	for n := range nodes {
+		cur, old := c.net.states[n], c.seen[n]
+		d := vip.NodeDelta{Node: n}
+		for k := range old {
+			if _, ok := cur[k]; !ok {
+				d.Removed = append(d.Removed, k)
+			}
+		}
+		for k, r := range cur {
+			if o, ok := old[k]; !ok || !sameRegistration(o, r) {
+				d.Set = append(d.Set, r)
+			}
+		}
+		if len(d.Removed)+len(d.Set) > 0 {
+			out = append(out, d)
+		}
+		c.seen[n] = maps.Clone(cur)
+	}
+	return out
 }
 
 func (c *fakeCluster) State() vip.ClusterState {
 	c.net.mu.Lock()
 	defer c.net.mu.Unlock()
 	var st vip.ClusterState
-	for n, r := range c.net.states {
-		st = append(st, vip.NodeState{Node: n, Backends: r})
+	for n, regs := range c.net.states {
+		ns := vip.NodeState{Node: n}
+		for _, r := range regs {
+			ns.Backends = append(ns.Backends, r)
+		}
+		st = append(st, ns)
 	}
 	sort.Slice(st, func(i, j int) bool { return st[i].Node < st[j].Node })
 	return st
@@ -94,10 +151,6 @@ func (s *sink) count() int {
 	defer s.mu.Unlock()
 	return len(s.tables)
 }
-
-type healthMap map[string]bool
-
-func (h healthMap) Healthy() map[string]bool { return h }
 
 func quietLog() *logrus.Entry {
 	l := logrus.New()
@@ -159,7 +212,7 @@ func TestLocalBackendsFlowToEveryNode(t *testing.T) {
 	startCore(t, CoreConfig{Node: "node1", DNS: dns1}, net.join("node1"))
 	c2 := startCore(t, CoreConfig{Node: "node2", DNS: dns2}, net.join("node2"))
 
-	c2.SetAPI([]source.Local{local(t, source.Entry{VIP: "/dcos-101/app2:10000", Backend: "10.0.0.2:8080"})})
+	c2.Replace(SourceAPI, []source.Local{local(t, source.Entry{VIP: "/dcos-101/app2:10000", Backend: "10.0.0.2:8080"})})
 	for _, d := range []*sink{dns1, dns2} {
 		eventually(t, "both nodes' DNS get the VIP", func() bool { t := d.last(); return t != nil && len(t.VIPs) == 1 })
 	}
@@ -170,7 +223,7 @@ func TestLocalBackendsFlowToEveryNode(t *testing.T) {
 	if len(v1.Backends) != 1 || v1.Backends[0].Node != "node2" || v1.Backends[0].Weight != 1 {
 		t.Errorf("backends on node1: %+v", v1.Backends)
 	}
-	c2.SetAPI(nil)
+	c2.Replace(SourceAPI, nil)
 	eventually(t, "withdrawn backend leaves node1's table", func() bool { return len(dns1.last().VIPs) == 0 })
 }
 
@@ -181,7 +234,7 @@ func TestHealthDecidesWhatIsPublished(t *testing.T) {
 	core := startCore(t, CoreConfig{Node: "node1", DNS: dns}, cl)
 	checked := local(t, source.Entry{VIP: "/a:80", Backend: "10.0.0.1:80", Check: "tcp"})
 	plain := local(t, source.Entry{VIP: "/a:80", Backend: "10.0.0.2:80"})
-	core.SetAPI([]source.Local{checked, plain})
+	core.Replace(SourceAPI, []source.Local{checked, plain})
 	healthOf := func(backend string) vip.Health {
 		for _, n := range cl.State() {
 			for _, r := range n.Backends {
@@ -196,10 +249,9 @@ func TestHealthDecidesWhatIsPublished(t *testing.T) {
 	if h := healthOf("10.0.0.1:80"); h != vip.Unhealthy {
 		t.Errorf("a checked backend with no check result yet is %q, want unhealthy", h)
 	}
-	hm := healthMap{checked.Key(): true}
-	core.SetHealth(hm)
+	core.HealthChanged(map[string]bool{checked.Key(): true})
 	eventually(t, "healthy after a passing check", func() bool { return healthOf("10.0.0.1:80") == vip.Healthy })
-	core.SetHealth(healthMap{checked.Key(): false})
+	core.HealthChanged(map[string]bool{checked.Key(): false})
 	eventually(t, "unhealthy after failing checks", func() bool { return healthOf("10.0.0.1:80") == vip.Unhealthy })
 	eventually(t, "the unhealthy backend leaves the table", func() bool {
 		t := dns.last()
@@ -246,7 +298,7 @@ func TestClaimsSurviveARestart(t *testing.T) {
 		cl := net.join("node2")
 		book := NewClaimBook(path)
 		core := startCore(t, CoreConfig{Node: "node2", Claims: book, Now: func() time.Time { return time.Unix(1000, 0) }}, cl)
-		core.SetAPI([]source.Local{local(t, reg)})
+		core.Replace(SourceAPI, []source.Local{local(t, reg)})
 		eventually(t, "claim published", func() bool {
 			st := cl.State()
 			return len(st) == 1 && len(st[0].Backends) == 1 && st[0].Backends[0].Claim.Addr.IsValid()
@@ -262,7 +314,7 @@ func TestClaimsSurviveARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	core := startCore(t, CoreConfig{Node: "node2", Claims: book, Now: func() time.Time { return time.Unix(5000, 0) }}, cl)
-	core.SetAPI([]source.Local{local(t, reg)})
+	core.Replace(SourceAPI, []source.Local{local(t, reg)})
 	eventually(t, "claim republished", func() bool {
 		st := cl.State()
 		return len(st) == 1 && len(st[0].Backends) == 1 && st[0].Backends[0].Claim.Addr.IsValid()
@@ -319,7 +371,7 @@ func TestProgrammedTableGoesToDNS(t *testing.T) {
 	core := NewCore(CoreConfig{Node: "node1", DNS: dns, Plane: pl, Log: quietLog()}, net.join("node1"))
 	pl.core = core
 	runCore(t, core)
-	core.SetAPI([]source.Local{local(t, source.Entry{VIP: "/a:80", Backend: "10.0.0.1:80"})})
+	core.Replace(SourceAPI, []source.Local{local(t, source.Entry{VIP: "/a:80", Backend: "10.0.0.1:80"})})
 	eventually(t, "DNS gets the programmed table", func() bool { t := dns.last(); return t != nil && len(t.VIPs) == 1 })
 	if ok, why := core.Synced(); !ok {
 		t.Errorf("not synced: %s", why)
@@ -335,8 +387,8 @@ func TestWithdrawnNameForgetsItsClaim(t *testing.T) {
 	core := startCore(t, CoreConfig{Node: "node1", Claims: book}, net.join("node1"))
 	l := local(t, source.Entry{VIP: "/a:80", Backend: "10.0.0.1:80"})
 	key := ClaimKeyOf(l.Registration(vip.Healthy))
-	core.SetAPI([]source.Local{l})
+	core.Replace(SourceAPI, []source.Local{l})
 	eventually(t, "claim kept", func() bool { _, ok := book.Get(key); return ok })
-	core.SetAPI(nil)
+	core.Replace(SourceAPI, nil)
 	eventually(t, "claim forgotten", func() bool { _, ok := book.Get(key); return !ok })
 }

@@ -10,6 +10,16 @@ import (
 	"github.com/l4lb/l4lb/pkg/source"
 )
 
+// newProgrammingHistogram is the network programming latency, per stage
+// (see Stage): where the time between a change and its service goes.
+func newProgrammingHistogram() *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "l4lb_network_programming_duration_seconds",
+		Help:    "Time each stage of network programming took: published (a local change handed to gossip), table_built (a cluster change applied to the desired table), kernel_written (that table in the kernel), dns_served (the kernel's table answered by DNS), total (cluster change to DNS).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14), // 100 us to ~15 s
+	}, []string{"stage"})
+}
+
 // statsSources are the components whose counters the metrics read at
 // scrape time; nil ones are left out.
 type statsSources struct {
@@ -49,6 +59,8 @@ func newCollector(src statsSources) *collector {
 		"dns_forward_failed":     d("dns_forward_failures_total", "DNS queries every upstream failed."),
 		"dns_dropped":            d("dns_dropped_total", "DNS queries dropped unanswered, malformed or over the in-flight cap.", "reason"),
 		"dns_names":              d("dns_zone_names", "VIP names the DNS zone answers."),
+		"local_backends":         d("local_backends", "Backends this node publishes."),
+		"publish_refused":        d("publish_refused", "1 while gossip refuses this node's backends (over the record limit): /readyz says why."),
 		"prog_latency":           d("network_programming_latency_seconds", "Time from a change of the cluster state reaching this node to the change being in this node's kernel (last sync)."),
 		"services_dir_errors":    d("services_dir_bad_files", "Files of the services directory that are bad now (skipped)."),
 		"services_dir_bad_loads": d("services_dir_bad_loads_total", "Times a services directory file was read and found bad."),
@@ -83,6 +95,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge("table_errors", float64(len(t.Errors)))
 		gauge("prog_latency", core.ProgrammingLatency().Seconds())
+		gauge("local_backends", float64(core.LocalCount()))
+		refused := 0.0
+		if core.PublishError() != nil {
+			refused = 1
+		}
+		gauge("publish_refused", refused)
 	}
 	if c.src.members != nil {
 		states := map[string]int{"alive": 0, "suspect": 0, "dead": 0, "left": 0}

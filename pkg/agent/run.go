@@ -10,15 +10,18 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/l4lb/l4lb/dns"
 	"github.com/l4lb/l4lb/gossip"
@@ -53,6 +56,10 @@ type Options struct {
 	DataPlane     string // "ipvs" or "none"
 	ResyncPeriod  time.Duration
 	DrainTimeout  time.Duration
+	// LeaveOnTerminate makes the end of Run a leave: peers drop this
+	// node's backends at once. Without it, stopping is a restart: the
+	// kernel keeps serving and peers find out through failure detection.
+	LeaveOnTerminate bool
 	// Reload, when it receives, makes the agent reread the gossip key file
 	// (key rotation) and rescan the services directory.
 	Reload <-chan struct{}
@@ -145,9 +152,13 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	unlock, err := lockStateDir(o.StateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	var keys [][]byte
 	if o.GossipKeyFile != "" {
-		var err error
 		if keys, err = ReadKeyFile(o.GossipKeyFile); err != nil {
 			return err
 		}
@@ -179,41 +190,37 @@ func Run(ctx context.Context, o Options) error {
 	coreCfg := CoreConfig{Node: o.NodeName, VIP: vipCfg, DNS: resolver, Claims: claims, Log: log,
 		StateMerged: stateMerged(cluster, len(o.Join) > 0, time.Now(), joinGrace)}
 	if o.DataPlane == "ipvs" {
-		var local []netip.Addr
-		for _, a := range o.DNSListen {
-			if ap := netip.MustParseAddrPort(a); dnsDummyRange.Contains(ap.Addr()) {
-				local = append(local, ap.Addr())
-			}
-		}
-		plane, err = ipvs.New(ipvs.Config{
-			Interface: o.Interface, LocalAddrs: local, ResyncPeriod: o.ResyncPeriod, DrainTimeout: o.DrainTimeout,
-			Masquerade:   ipvs.Masquerade{VIPRanges: append([]netip.Prefix{vipCfg.WithDefaults().V4, vipCfg.WithDefaults().V6}, o.IPVIPCIDRs...)},
-			Logger:       log,
-			OnProgrammed: func(t *vip.Table) { core.Programmed(t) },
-		})
+		pc := planeConfig(o, vipCfg, log)
+		pc.OnProgrammed = func(t *vip.Table) { core.Programmed(t) }
+		plane, err = ipvs.New(pc)
 		if err != nil {
 			return fmt.Errorf("data plane: %w", err)
 		}
-		// On every way out, after the goroutines have stopped: IPVS
-		// services stay for a restart without disruption; the owned
-		// iptables rules go.
+		// On every way out, after the goroutines have stopped: the
+		// kernel keeps serving (services, addresses, masquerade rules),
+		// so that a restart cuts nothing. `l4lb agent --cleanup` removes
+		// them.
 		defer func() {
-			if err := plane.Close(true); err != nil {
-				log.WithError(err).Warn("data plane cleanup failed")
+			if err := plane.Close(false); err != nil {
+				log.WithError(err).Warn("data plane close failed")
 			}
 		}()
 		coreCfg.Plane = plane
 	}
-	core = NewCore(coreCfg, cluster)
-	core.SetAPI(store.List())
-
-	checker := health.New(health.Config{Log: log, OnChange: func(key string, healthy bool, reason string) { core.Kick() }})
-	defer checker.Close()
-	core.SetHealth(checkerHealth{checker})
-	a := &apiAgent{core: core, store: store, cluster: cluster, plane: plane, checker: checker, log: log}
-	a.refreshChecks()
-
 	reg := prometheus.NewRegistry()
+	progHist := newProgrammingHistogram()
+	reg.MustRegister(progHist)
+	coreCfg.Observe = func(s Stage, d time.Duration) { progHist.WithLabelValues(string(s)).Observe(d.Seconds()) }
+	coreCfg.MaxBackends = gossip.MaxRegistrations
+	core = NewCore(coreCfg, cluster)
+	checker := health.New(health.Config{Log: log, OnChange: func(key string, healthy bool, reason string) {
+		core.HealthChanged(map[string]bool{key: healthy})
+	}})
+	defer checker.Close()
+	a := &apiAgent{core: core, store: store, cluster: cluster, plane: plane, checker: checker, log: log,
+		seeded: seedReached(cluster, seeds(o.Join, o.GossipPort)), leave: make(chan struct{}, 1)}
+	a.update(SourceAPI, store.List(), nil)
+
 	src := statsSources{core: core, cluster: cluster.Stats, members: cluster.Members, dns: resolver.Stats}
 	if plane != nil {
 		reg.MustRegister(plane.Collector())
@@ -225,12 +232,12 @@ func Run(ctx context.Context, o Options) error {
 	if err := cluster.Start(ctx); err != nil {
 		return fmt.Errorf("gossip: %w", err)
 	}
-	var wg sync.WaitGroup
+	var running components
 	errc := make(chan error, 1) // the first failure stops the agent; later ones are logged
 	goRun := func(name string, fn func() error) {
-		wg.Add(1)
+		running.start(name)
 		go func() {
-			defer wg.Done()
+			defer running.done(name)
 			if err := fn(); err != nil {
 				err = fmt.Errorf("%s: %w", name, err)
 				select {
@@ -247,9 +254,8 @@ func Run(ctx context.Context, o Options) error {
 		dir = source.NewDir(source.DirConfig{Path: o.ServicesDir, Log: log})
 		src.dir = dir.Stats
 		goRun("services directory", func() error {
-			return dir.Run(ctx, func(l []source.Local) {
-				core.SetDir(l)
-				a.refreshChecks()
+			return dir.RunDelta(ctx, func(set []source.Local, removed []string) {
+				a.update(SourceDir, set, removed)
 			})
 		})
 	}
@@ -262,7 +268,9 @@ func Run(ctx context.Context, o Options) error {
 	ln, err := net.Listen("tcp", o.APIListen)
 	if err != nil {
 		cancel()
-		wg.Wait()
+		sctx, scancel := context.WithTimeout(context.Background(), shutdownBound)
+		defer scancel()
+		running.wait(sctx)
 		_ = cluster.Shutdown()
 		return fmt.Errorf("API: listen on %s: %w", o.APIListen, err)
 	}
@@ -274,6 +282,7 @@ func Run(ctx context.Context, o Options) error {
 		return nil
 	})
 	log.WithFields(logrus.Fields{"api": o.APIListen, "dataplane": o.DataPlane, "state_dir": o.StateDir}).Info("agent started")
+	goRun("seed watch", func() error { warnUnseeded(ctx, log, a.seeded, 30*time.Second); return nil })
 
 	// DNS listens once the first sync has put its addresses on the dummy
 	// interface; readiness is announced once the cluster state is merged
@@ -308,21 +317,144 @@ loop:
 			break loop
 		case <-o.Reload:
 			a.reload(o.GossipKeyFile, dir)
+		case <-a.leave:
+			o.LeaveOnTerminate = true
+			break loop
 		}
 	}
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-	log.Info("agent stopping: leaving the cluster")
-	if err := cluster.Leave(5 * time.Second); err != nil {
-		log.WithError(err).Warn("graceful leave failed")
+	if o.LeaveOnTerminate {
+		log.Info("agent stopping: leaving the cluster for good")
+		if err := cluster.Leave(5 * time.Second); err != nil {
+			log.WithError(err).Warn("graceful leave failed")
+		}
+	} else {
+		log.Info("agent stopping; the kernel keeps serving and the node stays a member until peers see it gone (l4lb leave, or --leave-on-terminate, to leave for good)")
+		if err := cluster.Shutdown(); err != nil {
+			log.WithError(err).Warn("gossip shutdown failed")
+		}
 	}
 	cancel()
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, scancel := context.WithTimeout(context.Background(), shutdownBound)
 	defer scancel()
 	_ = apiSrv.Shutdown(sctx)
 	_ = resolver.Shutdown(sctx)
-	wg.Wait()
+	if stuck := running.wait(sctx); len(stuck) > 0 {
+		log.WithFields(logrus.Fields{"components": strings.Join(stuck, ", "), "reason": "did not stop within " + shutdownBound.String()}).
+			Error("abandoning components that do not stop")
+	}
 	log.Info("agent stopped")
 	return runErr
+}
+
+// shutdownBound is how long stopping waits for the agent's components.
+const shutdownBound = 5 * time.Second
+
+// components tracks the agent's running goroutines by name, so that a
+// shutdown can say which one is stuck.
+type components struct {
+	mu      sync.Mutex // guards running
+	running map[string]int
+	wg      sync.WaitGroup
+}
+
+func (c *components) start(name string) {
+	c.mu.Lock()
+	if c.running == nil {
+		c.running = map[string]int{}
+	}
+	c.running[name]++
+	c.mu.Unlock()
+	c.wg.Add(1)
+}
+
+func (c *components) done(name string) {
+	c.mu.Lock()
+	if c.running[name]--; c.running[name] == 0 {
+		delete(c.running, name)
+	}
+	c.mu.Unlock()
+	c.wg.Done()
+}
+
+// wait waits for every component or for ctx, and returns the names of
+// those still running.
+func (c *components) wait(ctx context.Context) []string {
+	all := make(chan struct{})
+	go func() { c.wg.Wait(); close(all) }()
+	select {
+	case <-all:
+		return nil
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.running))
+	for n := range c.running {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// lockStateDir takes the state directory for this process: a second agent
+// on the same directory would publish the first one's registrations as its
+// own. The lock is an flock on <dir>/lock, which holds the owner's pid; the
+// kernel releases it when the process ends, however it ends.
+func lockStateDir(dir string) (unlock func(), err error) {
+	path := filepath.Join(dir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("state directory lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		owner, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			pid := strings.TrimSpace(string(owner))
+			if pid == "" {
+				pid = "unknown"
+			}
+			return nil, fmt.Errorf("state directory %s is in use by pid %s (another l4lb agent): give each agent its own --state-dir", dir, pid)
+		}
+		return nil, fmt.Errorf("state directory lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return func() { f.Close() }, nil
+}
+
+// planeConfig is the IPVS data plane's configuration for o.
+func planeConfig(o Options, vipCfg vip.Config, log *logrus.Entry) ipvs.Config {
+	var local []netip.Addr
+	for _, a := range o.DNSListen {
+		if ap, err := netip.ParseAddrPort(a); err == nil && dnsDummyRange.Contains(ap.Addr()) {
+			local = append(local, ap.Addr())
+		}
+	}
+	return ipvs.Config{
+		Interface: o.Interface, LocalAddrs: local, ResyncPeriod: o.ResyncPeriod, DrainTimeout: o.DrainTimeout,
+		Masquerade: ipvs.Masquerade{VIPRanges: append([]netip.Prefix{vipCfg.WithDefaults().V4, vipCfg.WithDefaults().V6}, o.IPVIPCIDRs...)},
+		Logger:     log,
+	}
+}
+
+// Cleanup removes what l4lb holds in this node's kernel (IPVS services on
+// the dummy interface, its addresses, the masquerade rules), cutting the
+// connections through them: what an operator asks for when l4lb leaves the
+// node for good. Stopping the agent never does it. The state directory
+// (registrations, claims) is kept.
+func Cleanup(o Options) error {
+	if o.Log == nil {
+		o.Log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	log := o.Log.WithField("node", o.NodeName)
+	if err := ipvs.Cleanup(planeConfig(o, vip.Config{Domain: o.Domain, V4: o.VIPCIDR, V6: o.VIP6CIDR}, log)); err != nil {
+		return err
+	}
+	log.WithField("interface", o.Interface).Info("l4lb's kernel state removed")
+	return nil
 }
 
 // joinGrace is how long an agent with seeds waits for one to answer before
@@ -342,6 +474,41 @@ func stateMerged(c *gossip.Cluster, seeds bool, start time.Time, grace time.Dura
 			return true, ""
 		default:
 			return false, "waiting for a seed to answer to merge the cluster state"
+		}
+	}
+}
+
+// seedReached says whether this node has ever been in a cluster with
+// another node, when it has seeds: until then its state is its own alone,
+// and DNS would answer NXDOMAIN for every other node's VIP.
+func seedReached(c *gossip.Cluster, seeds []string) func() (bool, string) {
+	var reached atomic.Bool
+	return func() (bool, string) {
+		if len(seeds) == 0 || reached.Load() {
+			return true, ""
+		}
+		if c.Stats().Members >= 2 {
+			reached.Store(true)
+			return true, ""
+		}
+		return false, fmt.Sprintf("no seed of --join (%s) has answered yet: check the addresses, the gossip port and the gossip key", strings.Join(seeds, ", "))
+	}
+}
+
+// warnUnseeded logs, every period, that no seed was ever reached.
+func warnUnseeded(ctx context.Context, log *logrus.Entry, seeded func() (bool, string), period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			ok, why := seeded()
+			if ok {
+				return
+			}
+			log.WithField("reason", why).Warn("not ready: working alone")
 		}
 	}
 }

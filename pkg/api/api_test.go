@@ -24,6 +24,7 @@ type fakeAgent struct {
 	registered map[string]source.Entry
 	ready      bool
 	failWith   error
+	left       int
 }
 
 func newFake() *fakeAgent { return &fakeAgent{registered: map[string]source.Entry{}, ready: true} }
@@ -60,6 +61,12 @@ func (f *fakeAgent) Deregister(e source.Entry) (bool, string, error) {
 	_, had := f.registered[l.Key()]
 	delete(f.registered, l.Key())
 	return had, l.Key(), nil
+}
+func (f *fakeAgent) Leave() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.left++
+	return nil
 }
 func (f *fakeAgent) Ready() (bool, string) {
 	if f.ready {
@@ -212,6 +219,12 @@ func TestClientAgainstHandler(t *testing.T) {
 	}
 	if _, err := c.Deregister(ctx, source.Entry{VIP: "/b:80", Backend: "10.0.0.1:80"}); err == nil || !strings.Contains(err.Error(), "not registered") {
 		t.Errorf("Deregister of an unknown backend: %v", err)
+	}
+	if err := c.Leave(ctx); err != nil || f.left != 1 {
+		t.Errorf("Leave: %v, the agent was asked %d times", err, f.left)
+	}
+	if code, _ := serve(t, handler(f), "GET", "/v1/leave", ""); code != 404 || f.left != 1 {
+		t.Errorf("GET /v1/leave: %d and %d leaves, want 404 and still 1: leaving takes a POST", code, f.left)
 	}
 	down := NewClient("127.0.0.1:1")
 	if _, err := down.VIPs(ctx); err == nil || !strings.Contains(err.Error(), "cannot reach the l4lb agent at 127.0.0.1:1") {

@@ -55,6 +55,11 @@ func (c *Client) Deregister(ctx context.Context, e source.Entry) (Result, error)
 	return r, err
 }
 
+// Leave asks the agent to leave the cluster for good and stop.
+func (c *Client) Leave(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/leave", nil, nil)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -86,6 +91,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 			return fmt.Errorf("agent at %s: %s", c.Addr, e.Error)
 		}
 		return fmt.Errorf("agent at %s: %s %s: %s", c.Addr, method, path, resp.Status)
+	}
+	if out == nil {
+		return nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)

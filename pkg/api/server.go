@@ -27,6 +27,10 @@ type Agent interface {
 	// a *FullError when the node holds as many backends as it can publish.
 	Register(e source.Entry) (created bool, key string, err error)
 	Deregister(e source.Entry) (removed bool, key string, err error)
+	// Leave makes the agent leave the cluster for good (peers drop this
+	// node's backends at once) and stop; it returns once the leave has
+	// begun.
+	Leave() error
 	// Ready says whether the agent has merged the cluster state and synced
 	// the kernel once, and if not, why not.
 	Ready() (bool, string)
@@ -54,6 +58,13 @@ func NewHandler(a Agent, gatherer prometheus.Gatherer, log *logrus.Entry) http.H
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.Members()) })
 	mux.HandleFunc("PUT /v1/backends", s.putBackend)
 	mux.HandleFunc("DELETE /v1/backends", s.deleteBackend)
+	mux.HandleFunc("POST /v1/leave", func(w http.ResponseWriter, r *http.Request) {
+		if err := a.Leave(); err != nil {
+			s.fail(w, "leave", err)
+			return
+		}
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "leaving"})
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
