@@ -3,9 +3,10 @@
 // thresholds, and reports each change of a backend's health.
 //
 // A Checker owns one goroutine per target and nothing else: it does not know
-// VIPs, registrations or gossip. The agent hands it the targets (Set), turns
-// the transitions it reports into the health it publishes, and asks Status
-// for what to show people.
+// VIPs, registrations or gossip. The agent hands it the targets, by
+// difference (Update) or whole (Set), takes the transitions it reports
+// (TakeChanged after a Changed signal, or OnChange) into the health it
+// publishes, and asks Status for what to show people.
 //
 // A target starts unknown and is not healthy until its first check passes, so
 // a backend that never answered is never offered traffic. The first result
