@@ -37,10 +37,9 @@ const (
 type ClaimBook struct {
 	path string // the claims.json of earlier versions; the journal is beside it
 
-	// openMu serialises opening the journal.
-	openMu  sync.Mutex
-	opened  bool
-	openErr error
+	// openMu serialises opening the journal and guards opened.
+	openMu sync.Mutex
+	opened bool
 
 	// mu guards claims and j. claims mirrors the journal in log order.
 	mu     sync.Mutex
@@ -87,7 +86,7 @@ func (b *ClaimBook) open() error {
 	b.openMu.Lock()
 	defer b.openMu.Unlock()
 	if b.opened {
-		return b.openErr
+		return nil
 	}
 	// The old file is read first, so that a corrupt one stops Load before
 	// anything is written.

@@ -271,8 +271,11 @@ func (j *Journal) Delete(key string) error {
 // before any later op is applied: a caller that mirrors the state updates
 // its mirror in then, and so sees every change in log order. then must not
 // call j's methods. After a crash during Apply, any prefix of its ops may
-// be in the log.
+// be in the log. Apply of no ops does nothing (then is not called).
 func (j *Journal) Apply(ops []Op, then func()) error {
+	if len(ops) == 0 {
+		return nil
+	}
 	var buf []byte
 	for i := range ops {
 		if len(ops[i].Key)+len(ops[i].Value) > MaxRecord {
