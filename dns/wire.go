@@ -57,7 +57,7 @@ func (z *zone) fastReply(dst []byte, q *query) ([]byte, bool) {
 		return nil, false
 	}
 	nd := z.lookupKey(q.key)
-	if nd == nil || nd.fast == nil {
+	if nd == nil {
 		return nil, false
 	}
 	variants := nd.fast.forType(q.qtype)

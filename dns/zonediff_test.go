@@ -209,10 +209,7 @@ func assertZoneEqualsRebuild(t *testing.T, where string, s *Server, tab *vip.Tab
 	}
 }
 
-func sameFast(a, b *fastNode) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
+func sameFast(a, b fastNode) bool {
 	eq := func(x, y [][]byte) bool { return slices.EqualFunc(x, y, bytes.Equal) }
 	return eq(a.a, b.a) && eq(a.aaaa, b.aaaa) && eq(a.srv, b.srv)
 }
