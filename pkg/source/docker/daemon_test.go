@@ -70,10 +70,12 @@ type engine struct {
 }
 
 // startEngine starts a Docker engine in dir (a fresh temporary directory
-// when dir is ""), or fails the test saying why it could not.
-func startEngine(t testing.TB, dir string) *engine {
+// when dir is ""), or fails the test saying why it could not. The engine
+// runs in a network namespace of its own, kept in dir/netns so that a
+// restarted engine finds its bridges and its live containers again.
+func startEngine(t testing.TB, dir string, flags ...string) *engine {
 	t.Helper()
-	for _, tool := range []string{"dockerd", "containerd", "runc", "unshare", "ip"} {
+	for _, tool := range []string{"dockerd", "containerd", "runc", "unshare", "nsenter", "ip"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("cannot start a Docker engine: %s not found (install Debian's docker.io, util-linux and iproute2: make deps): %v", tool, err)
 		}
@@ -86,21 +88,29 @@ func startEngine(t testing.TB, dir string) *engine {
 		}
 	}
 	e := &engine{t: t, dir: dir, sock: filepath.Join(dir, "docker.sock"), log: &bytes.Buffer{}, done: make(chan struct{})}
-	// A network namespace of its own: its bridges and its userland
-	// proxies touch nothing of the host's.
-	script := strings.Join([]string{
-		"set -e",
-		"ip link set lo up",
-		"exec dockerd" +
-			" --host unix://" + e.sock +
-			" --data-root " + filepath.Join(dir, "data") +
-			" --exec-root " + filepath.Join(dir, "exec") +
-			" --pidfile " + filepath.Join(dir, "docker.pid") +
-			" --bip " + defaultBridge +
-			" --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false" +
-			" --log-level warn",
-	}, "\n")
-	e.cmd = exec.Command("unshare", "--net", "--", "sh", "-c", script)
+	netns := filepath.Join(dir, "netns")
+	if _, err := os.Stat(netns); err != nil {
+		// Its bridges and userland proxies touch nothing of the host's.
+		if err := os.WriteFile(netns, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("unshare", "--net="+netns, "true").CombinedOutput(); err != nil {
+			t.Fatalf("cannot start a Docker engine: make its network namespace: %v: %s", err, out)
+		}
+		if out, err := exec.Command("nsenter", "--net="+netns, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+			t.Fatalf("cannot start a Docker engine: loopback in its network namespace: %v: %s", err, out)
+		}
+	}
+	args := []string{"--net=" + netns, "--", "dockerd",
+		"--host", "unix://" + e.sock,
+		"--data-root", filepath.Join(dir, "data"),
+		"--exec-root", filepath.Join(dir, "exec"),
+		"--pidfile", filepath.Join(dir, "docker.pid"),
+		"--bip", defaultBridge,
+		"--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
+		"--log-level", "warn"}
+	args = append(args, flags...)
+	e.cmd = exec.Command("nsenter", args...)
 	e.cmd.Stdout = (*lockedWriter)(e)
 	e.cmd.Stderr = (*lockedWriter)(e)
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -159,7 +169,7 @@ func (e *engine) output() string {
 }
 
 // stop stops the engine the way an operator does (SIGTERM: it stops its
-// containers), and waits for it.
+// containers, unless it runs with --live-restore), and waits for it.
 func (e *engine) stop() {
 	e.t.Helper()
 	if e.cli != nil {
@@ -172,7 +182,8 @@ func (e *engine) stop() {
 		e.t.Errorf("dockerd did not stop within 40 s of SIGTERM; killing it. Its output:\n%s", e.output())
 		e.kill()
 	}
-	e.cleanupMounts()
+	// Mounts stay: containers kept alive (--live-restore) use them, and a
+	// restarted engine finds them; remove unmounts everything.
 }
 
 func (e *engine) kill() {
@@ -203,11 +214,13 @@ func (e *engine) cleanupMounts() {
 	}
 }
 
-// remove stops the engine if it runs and removes its directory.
+// remove stops the engine if it runs, ends what it left running (the
+// containers of a --live-restore engine), and removes its directory.
 func (e *engine) remove() {
 	select {
 	case <-e.done:
 	default:
+		e.removeAll()
 		e.stop()
 	}
 	e.cleanupMounts()

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -155,6 +156,7 @@ func hasNot(unwanted ...string) func([]string) bool {
 }
 
 func exactly(want ...string) func([]string) bool {
+	want = slices.Clone(want)
 	slices.Sort(want)
 	return func(keys []string) bool { return slices.Equal(keys, want) }
 }
@@ -436,6 +438,25 @@ func TestDockerAddressRule(t *testing.T) {
 	}
 }
 
+// TestDockerKillHold: a container that survives the SIGTERM it was sent
+// is withdrawn at once, and published again once KillHold is over.
+func TestDockerKillHold(t *testing.T) {
+	e := sharedEngine(t)
+	_, c := runSource(t, "unix://"+e.sock, Config{KillHold: time.Second})
+	id := e.run(box{name: "stubborn", labels: map[string]string{"l4lb.vip.8080": "/stubborn:80"}, publish: []string{"8080/tcp"}, cmd: []string{"serve", "-ignore-term"}})
+	key := published("/stubborn:80", e.hostPort(id, "8080/tcp"))
+	c.waitFor("published", time.Now(), 5*time.Second, exactly(key))
+	start := time.Now()
+	if _, err := e.cli.ContainerKill(context.Background(), id, client.ContainerKillOptions{Signal: "SIGTERM"}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("docker kill -s TERM withdraws", start, reportWithin, exactly())
+	took := c.waitFor("published again after KillHold", start, 5*time.Second, exactly(key))
+	if took < 900*time.Millisecond || !e.inspect(id).State.Running {
+		t.Errorf("published again %s after the signal (running %v); want after KillHold (1 s), while it runs", took, e.inspect(id).State.Running)
+	}
+}
+
 // TestDockerSourceRestart: a new Source (an agent restart) lists what runs
 // now: nothing duplicated, nothing lost.
 func TestDockerSourceRestart(t *testing.T) {
@@ -494,6 +515,7 @@ func TestDockerEngineUnreachable(t *testing.T) {
 	p1.cut()
 	p2.cut()
 	cutAt := time.Now()
+	eventsBefore := long.Stats().Events
 	// While they look away: u-keep stops, u-new starts.
 	if _, err := e.cli.ContainerKill(context.Background(), keep, client.ContainerKillOptions{Signal: "SIGKILL"}); err != nil {
 		t.Fatal(err)
@@ -525,6 +547,16 @@ func TestDockerEngineUnreachable(t *testing.T) {
 			t.Errorf("Stats after reconnection = %+v", st)
 		}
 	}
+	// The events of the outage (kill and die of u-keep, create, connect
+	// and start of u-new) are read on reconnection: the stream resumed
+	// from the last event read, not from now.
+	for deadline := time.Now().Add(3 * time.Second); long.Stats().Events < eventsBefore+4; {
+		if time.Now().After(deadline) {
+			t.Errorf("events read after reconnection: %d, want the outage's (at least 4) replayed", long.Stats().Events-eventsBefore)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	// Following again.
 	start := time.Now()
 	if _, err := e.cli.ContainerKill(context.Background(), fresh, client.ContainerKillOptions{Signal: "SIGKILL"}); err != nil {
@@ -534,46 +566,55 @@ func TestDockerEngineUnreachable(t *testing.T) {
 	c2.waitFor("events after reconnection", start, reportWithin, exactly())
 }
 
-// TestDockerEngineRestart: the engine itself restarts. The source keeps
-// the backends through it, then lists again: a container that Docker
-// restarts (--restart always, same host port) is never withdrawn, one it
-// does not is.
+// TestDockerEngineRestart: the engine restarts with --live-restore, so
+// its containers run on. The source keeps the backends while the engine is
+// away, then lists again: the container that kept running is never
+// withdrawn, the one whose process ended meanwhile is; events are followed
+// again.
 func TestDockerEngineRestart(t *testing.T) {
-	e := startEngine(t, "")
-	t.Cleanup(func() { e.remove() })
+	e := startEngine(t, "", "--live-restore")
+	t.Cleanup(e.remove)
 	e.importDemo()
-	always := e.run(box{name: "always", restart: true, labels: map[string]string{"l4lb.vip.8080": "/always:80"}, publish: []string{"8080/tcp=31080"}})
-	e.run(box{name: "once", labels: map[string]string{"l4lb.vip.8080": "/once:80"}, publish: []string{"8080/tcp=31081"}})
-	_ = always
-	keyAlways, keyOnce := published("/always:80", 31080), published("/once:80", 31081)
+	stays := e.run(box{name: "stays", labels: map[string]string{"l4lb.vip.8080": "/stays:80"}, publish: []string{"8080/tcp"}})
+	dies := e.run(box{name: "dies", labels: map[string]string{"l4lb.vip.8080": "/dies:80"}, publish: []string{"8080/tcp"}})
+	keyStays, keyDies := published("/stays:80", e.hostPort(stays, "8080/tcp")), published("/dies:80", e.hostPort(dies, "8080/tcp"))
 	src, c := runSource(t, "unix://"+e.sock, Config{Grace: time.Minute, MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
-	c.waitFor("both published", time.Now(), 5*time.Second, exactly(keyAlways, keyOnce))
+	c.waitFor("both published", time.Now(), 5*time.Second, exactly(keyStays, keyDies))
+	pid := e.inspect(dies).State.Pid
 
 	dir := e.dir
 	e.stop()
-	if st := src.Stats(); st.Connected {
-		time.Sleep(500 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); src.Stats().Connected; {
+		if time.Now().After(deadline) {
+			t.Fatal("the source did not notice the engine stopping")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	if got := c.keys(); !slices.Equal(got, []string{keyAlways, keyOnce}) {
-		t.Errorf("while the engine is down: %v, want both kept", got)
+	// While the engine is away, one container's process ends.
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the process of container dies (pid %d): %v", pid, err)
 	}
-	e2 := startEngine(t, dir)
-	t.Cleanup(func() { e2.remove() })
+	time.Sleep(300 * time.Millisecond)
+	if got := c.keys(); !slices.Equal(got, []string{keyDies, keyStays}) {
+		t.Errorf("while the engine is away: %v, want both kept", got)
+	}
+
+	e2 := startEngine(t, dir, "--live-restore")
+	t.Cleanup(e2.remove)
 	back := time.Now()
-	c.waitFor("relisted after the engine's restart", back, 5*time.Second, exactly(keyAlways))
+	took := c.waitFor("relisted after the engine's restart", back, 5*time.Second, exactly(keyStays))
+	t.Logf("engine answering again -> relisted in %s", took)
 	c.mu.Lock()
-	removedAlways := c.removes[keyAlways]
-	c.mu.Unlock()
-	if removedAlways != 0 {
-		t.Errorf("the restarted container's backend was withdrawn %d times", removedAlways)
+	if n := c.removes[keyStays]; n != 0 {
+		t.Errorf("the container that ran on was withdrawn %d times", n)
 	}
-	if st := src.Stats(); !st.Connected || st.Reconnects != 1 {
+	c.mu.Unlock()
+	if st := src.Stats(); !st.Connected || st.Reconnects != 1 || st.Withdrawn {
 		t.Errorf("Stats = %+v", st)
 	}
 	start := time.Now()
 	id := e2.run(box{name: "after", labels: map[string]string{"l4lb.vip.8080": "/after:80"}, publish: []string{"8080/tcp"}})
 	c.waitFor("events followed after the restart", start, reportWithin, has(published("/after:80", e2.hostPort(id, "8080/tcp"))))
-	e2.removeAll()
 }
 
 // TestDockerBurst: 200 containers started in a burst, then killed in a

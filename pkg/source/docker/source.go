@@ -364,10 +364,26 @@ func (s *Source) follow(ctx context.Context, report func([]Backend, []string), r
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	settling := false
+	// A container sent a terminating signal that it survives is looked at
+	// again once KillHold is over.
+	recheck := time.NewTicker(min(time.Second, s.cfg.KillHold))
+	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return true, ctx.Err()
+		case <-recheck.C:
+			s.mu.Lock()
+			for id, at := range s.killed {
+				if time.Since(at) >= s.cfg.KillHold {
+					dirty[id] = true
+				}
+			}
+			s.mu.Unlock()
+			if !settling && len(dirty) > 0 {
+				settling = true
+				settle.Reset(s.cfg.Settle)
+			}
 		case err := <-stream.Err:
 			if err == nil {
 				err = errors.New("events stream ended")

@@ -2,7 +2,7 @@
 // source's tests run: a static binary, imported as an image without a
 // registry. It serves HTTP, and checks such a server for a HEALTHCHECK.
 //
-//	demoapp serve [-listen :8080] [-fail-after 2s]   /healthz answers 200, then 500 after -fail-after
+//	demoapp serve [-listen :8080] [-fail-after 2s] [-ignore-term]   /healthz answers 200, then 500 after -fail-after
 //	demoapp check http://127.0.0.1:8080/healthz      exit 0 on a 2xx answer, 1 otherwise
 package main
 
@@ -51,7 +51,13 @@ func serve(args []string) {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	listen := fs.String("listen", ":8080", "address to serve HTTP on")
 	failAfter := fs.Duration("fail-after", 0, "answer /healthz with 500 from this long after start (0: never)")
+	ignoreTerm := fs.Bool("ignore-term", false, "ignore SIGTERM (a process that outlives docker kill -s TERM)")
 	_ = fs.Parse(args)
+	stopOn := []os.Signal{syscall.SIGINT, syscall.SIGTERM}
+	if *ignoreTerm {
+		signal.Ignore(syscall.SIGTERM)
+		stopOn = stopOn[:1]
+	}
 	start := time.Now()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -66,7 +72,7 @@ func serve(args []string) {
 		fmt.Fprintln(w, h)
 	})
 	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
 	defer stop()
 	go func() {
 		<-ctx.Done()
