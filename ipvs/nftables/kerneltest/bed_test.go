@@ -173,7 +173,20 @@ func (b *bed) serve(t testing.TB, port int) {
 			t.Fatalf("listen in %s: %v", name, err)
 		}
 		var wg sync.WaitGroup
-		t.Cleanup(func() { ln.Close(); pc.Close(); wg.Wait() })
+		var mu sync.Mutex // guards open
+		open := map[net.Conn]bool{}
+		t.Cleanup(func() {
+			ln.Close()
+			pc.Close()
+			// Connections whose client went elsewhere (a conntrack entry
+			// deleted) never end on their own.
+			mu.Lock()
+			for c := range open {
+				c.Close()
+			}
+			mu.Unlock()
+			wg.Wait()
+		})
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
@@ -182,10 +195,18 @@ func (b *bed) serve(t testing.TB, port int) {
 				if err != nil {
 					return
 				}
+				mu.Lock()
+				open[c] = true
+				mu.Unlock()
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					defer c.Close()
+					defer func() {
+						mu.Lock()
+						delete(open, c)
+						mu.Unlock()
+						c.Close()
+					}()
 					fmt.Fprintf(c, "%s\n", name)
 					s := bufio.NewScanner(c)
 					for s.Scan() {
