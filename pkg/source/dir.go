@@ -180,8 +180,14 @@ func (d *Dir) Run(ctx context.Context, onChange func([]Local)) error {
 	return d.loop(ctx, func() {
 		set, _ := d.Scan()
 		onChange(set)
-	}, func() {
-		if set, changed := d.Scan(); changed {
+	}, func(paths []string) {
+		d.mu.Lock()
+		d.scanPathsLocked(paths)
+		changed := d.version != d.scanSeen
+		d.scanSeen = d.version
+		set := slices.Clone(d.sortedLocked())
+		d.mu.Unlock()
+		if changed {
 			onChange(set)
 		}
 	})
@@ -210,19 +216,19 @@ func (d *Dir) RunDelta(ctx context.Context, onChange func(set []Local, removed [
 		d.delta = &dirDelta{set: map[string]Local{}, removed: map[string]bool{}}
 		d.mu.Unlock()
 		onChange(set, nil)
-	}, func() {
-		if set, removed, changed := d.scanDelta(); changed {
+	}, func(paths []string) {
+		if set, removed, changed := d.scanDelta(paths); changed {
 			onChange(set, removed)
 		}
 	})
 }
 
-// scanDelta reads the directory and takes the changes RunDelta has not
-// reported yet.
-func (d *Dir) scanDelta() (set []Local, removed []string, changed bool) {
+// scanDelta reads the directory (only paths, when not nil) and takes the
+// changes RunDelta has not reported yet.
+func (d *Dir) scanDelta(paths []string) (set []Local, removed []string, changed bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.scanLocked()
+	d.scanPathsLocked(paths)
 	if d.delta == nil || len(d.delta.set)+len(d.delta.removed) == 0 {
 		return nil, nil, false
 	}
@@ -237,8 +243,10 @@ func (d *Dir) scanDelta() (set []Local, removed []string, changed bool) {
 }
 
 // loop watches the directory until ctx ends: first runs once at the start,
-// scan after each settled burst of notifications and each rescan tick.
-func (d *Dir) loop(ctx context.Context, first, scan func()) error {
+// scan after each settled burst of notifications, with the paths they named,
+// and after each rescan tick or lost notification with nil (read the whole
+// directory).
+func (d *Dir) loop(ctx context.Context, first func(), scan func(paths []string)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch services directory %s: %w", d.cfg.Path, err)
@@ -253,13 +261,20 @@ func (d *Dir) loop(ctx context.Context, first, scan func()) error {
 	settle := time.NewTimer(d.cfg.Settle)
 	settle.Stop()
 	settling := false
+	dirty := map[string]bool{} // paths named by notifications since the last scan
+	full := false              // the next scan reads the whole directory
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case _, ok := <-w.Events:
+		case ev, ok := <-w.Events:
 			if !ok {
 				return fmt.Errorf("watch services directory %s: watcher closed", d.cfg.Path)
+			}
+			if filepath.Clean(ev.Name) == d.cfg.Path || filepath.Dir(ev.Name) != d.cfg.Path || len(dirty) >= maxDirty {
+				full = true // the directory itself, or too much to name
+			} else {
+				dirty[ev.Name] = true
 			}
 			if !settling {
 				settling = true
@@ -270,18 +285,26 @@ func (d *Dir) loop(ctx context.Context, first, scan func()) error {
 				return fmt.Errorf("watch services directory %s: watcher closed", d.cfg.Path)
 			}
 			d.log.WithField("reason", err.Error()).Warnf("watching services directory %s: notifications may have been lost; reading it again", d.cfg.Path)
+			full = true
 			if !settling {
 				settling = true
 				settle.Reset(d.cfg.Settle)
 			}
 		case <-settle.C:
 			settling = false
-			scan()
+			if full {
+				scan(nil)
+			} else {
+				scan(slices.Collect(maps.Keys(dirty)))
+			}
+			full = false
+			clear(dirty)
 		case <-rescan.C:
 			// The watch ends when the directory is removed; adding it
 			// again is harmless when it is still there.
 			watchErr = d.watch(w, watchErr)
-			scan()
+			scan(nil)
+			// What was named since is read again at the settle: harmless.
 		}
 	}
 }
@@ -312,6 +335,42 @@ func (d *Dir) Scan() (set []Local, changed bool) {
 	changed = d.version != d.scanSeen
 	d.scanSeen = d.version
 	return slices.Clone(d.sortedLocked()), changed
+}
+
+// maxDirty is how many paths notifications may name before the next scan
+// reads the whole directory instead.
+const maxDirty = 4096
+
+// scanPathsLocked reads the files at paths, as notifications named them,
+// and updates current by difference: a path that no longer exists (or no
+// longer names a service file) withdraws its backends. With paths nil, or
+// while the directory is missing, it reads the whole directory. d.mu is
+// held.
+func (d *Dir) scanPathsLocked(paths []string) {
+	if paths == nil || d.missing {
+		d.scanLocked()
+		return
+	}
+	for _, path := range paths {
+		name := filepath.Base(path)
+		if filepath.Dir(path) != d.cfg.Path || !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
+			continue
+		}
+		if !d.load(path) {
+			d.forget(path)
+		}
+	}
+}
+
+// forget withdraws the backends of a file that is gone; d.mu is held.
+func (d *Dir) forget(path string) {
+	f, known := d.files[path]
+	if !known {
+		return
+	}
+	d.setGood(path, nil)
+	delete(d.files, path)
+	d.log.Infof("services file %s is gone: withdrew its %d backends", path, len(f.good))
 }
 
 // scanLocked reads the directory's changed files and updates current by
@@ -347,11 +406,9 @@ func (d *Dir) scanLocked() {
 			seen[path] = true
 		}
 	}
-	for path, f := range d.files {
+	for path := range d.files {
 		if !seen[path] {
-			d.setGood(path, nil)
-			delete(d.files, path)
-			d.log.Infof("services file %s is gone: withdrew its %d backends", path, len(f.good))
+			d.forget(path)
 		}
 	}
 }

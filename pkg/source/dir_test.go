@@ -402,37 +402,51 @@ func BenchmarkDirScan100Files(b *testing.B) {
 	d := NewDir(DirConfig{Path: dir, Log: quietLog()})
 	d.Scan()
 	for b.Loop() {
-		d.scanDelta()
+		d.scanDelta(nil)
 	}
 }
 
-// BenchmarkDirScanOneChangedOf1000 rewrites one file of 1,000 and rescans,
-// taking the delta as RunDelta does. The file is dated in the past, as it
-// would be 2 s after its write: a file written within racyWindow is read
-// again (and compared) on every scan until then.
+// BenchmarkDirScanOneChangedOf1000 rewrites one file of 1,000 and reads
+// the directory again, taking the delta as RunDelta does: "rescan" lists and
+// stats every file (the periodic rescan), "notified" reads only the file a
+// change notification named. The file is dated in the past, as it would be
+// 2 s after its write: a file written within racyWindow is read again (and
+// compared) on every rescan until then.
 func BenchmarkDirScanOneChangedOf1000(b *testing.B) {
-	dir := b.TempDir()
-	writeServicesFiles(b, dir, 1000)
-	d := NewDir(DirConfig{Path: dir, Log: quietLog()})
-	d.mu.Lock()
-	d.scanLocked()
-	d.delta = &dirDelta{set: map[string]Local{}, removed: map[string]bool{}}
-	d.mu.Unlock()
-	i := 0
-	for b.Loop() {
-		i++
-		path := filepath.Join(dir, fmt.Sprintf("app%d.json", i%1000))
-		content := "[" + entryJSON(fmt.Sprintf("/app%d:80", i%1000), "10.0.0.1:80", 1+i%7) + "]"
-		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-			b.Fatal(err)
+	for _, notified := range []bool{false, true} {
+		name := "rescan"
+		if notified {
+			name = "notified"
 		}
-		then := time.Now().Add(-time.Hour)
-		if err := os.Chtimes(path, then, then); err != nil {
-			b.Fatal(err)
-		}
-		if _, _, changed := d.scanDelta(); !changed {
-			b.Fatal("the change was not seen")
-		}
+		b.Run(name, func(b *testing.B) {
+			dir := b.TempDir()
+			writeServicesFiles(b, dir, 1000)
+			d := NewDir(DirConfig{Path: dir, Log: quietLog()})
+			d.mu.Lock()
+			d.scanLocked()
+			d.delta = &dirDelta{set: map[string]Local{}, removed: map[string]bool{}}
+			d.mu.Unlock()
+			i := 0
+			for b.Loop() {
+				i++
+				path := filepath.Join(dir, fmt.Sprintf("app%d.json", i%1000))
+				content := "[" + entryJSON(fmt.Sprintf("/app%d:80", i%1000), "10.0.0.1:80", 1+i%7) + "]"
+				if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+					b.Fatal(err)
+				}
+				then := time.Now().Add(-time.Hour)
+				if err := os.Chtimes(path, then, then); err != nil {
+					b.Fatal(err)
+				}
+				var paths []string
+				if notified {
+					paths = []string{path}
+				}
+				if _, _, changed := d.scanDelta(paths); !changed {
+					b.Fatal("the change was not seen")
+				}
+			}
+		})
 	}
 }
 
@@ -482,7 +496,12 @@ func TestDirDeltaProperty(t *testing.T) {
 		default:
 			writeFile(t, name, `{"vip":`) // bad: keeps the last good backends
 		}
-		set, removed, changed := d.scanDelta()
+		// Half the time as a notification names the file, half as a rescan.
+		var paths []string
+		if rng.IntN(2) == 0 {
+			paths = []string{name}
+		}
+		set, removed, changed := d.scanDelta(paths)
 		for _, l := range set {
 			if old, had := model[l.Key()]; had && old == l {
 				t.Fatalf("step %d: delta sets %s, which did not change", step, l.Key())
@@ -542,6 +561,24 @@ func TestDirRescanReadsOnlyChangedFiles(t *testing.T) {
 	}
 	if l := set[slices.IndexFunc(set, func(l Local) bool { return l.VIP.Name == "/app7" })]; l.Weight != 2 {
 		t.Errorf("the change was not read: %+v", l)
+	}
+	// Notifications name files: only those are read, and a named file
+	// that is gone withdraws its backends.
+	before = reads()
+	writeFile(t, path, entryJSON("/app7:80", "10.0.0.1:80", 3))
+	gone := filepath.Join(dir, "app03.json")
+	if err := os.Remove(gone); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	d.scanPathsLocked([]string{path, gone, filepath.Join(dir, ".hidden.json"), filepath.Join(dir, "never.json")})
+	d.mu.Unlock()
+	if n := reads() - before; n != 1 { // app07.json; the others are gone, hidden or never were
+		t.Errorf("a notified scan read %d files, want 1", n)
+	}
+	cur := summary(d.Current())
+	if strings.Contains(cur, "/app3:80") || !strings.Contains(cur, "/app7:80 10.0.0.1:80 w3") || len(d.Current()) != 19 {
+		t.Errorf("after a notified scan: %s", cur)
 	}
 }
 
