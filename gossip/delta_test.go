@@ -537,3 +537,68 @@ func TestTakeChangesMatchesStateOnAClusterProperty(t *testing.T) {
 	})
 	t.Logf("%d restarts; consumers %v", restarts, names)
 }
+
+// The owner answers "what changed since my version" with the pages changed
+// after it; a peer on another generation or layout, or holding nothing,
+// gets every page; a re-page counts as a change of every page.
+func TestPagesSince(t *testing.T) {
+	o := newOwner("o", 10)
+	if _, _, err := o.s.publish(manyRegs(5000), nil, t0); err != nil {
+		t.Fatal(err)
+	}
+	v := o.s.selfVersion()
+	r := o.s.records["o"].rec
+	layout, pages := r.layout, len(r.pages)
+	if pages < 64 {
+		t.Fatalf("5,000 registrations in %d pages", pages)
+	}
+	changed := manyRegs(3)
+	for i := range changed {
+		changed[i].Weight = 42
+	}
+	if _, _, err := o.s.publish(changed, nil, t0); err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint32]bool{}
+	for _, x := range changed {
+		want[uint32(pageOf(keyHashOf(x.Key()), layout))] = true
+	}
+	p := o.s.pagesSince(v, layout)
+	if p.Full || len(p.Pages) != len(want) {
+		t.Fatalf("since the previous version: full %v, %d pages, want the %d changed", p.Full, len(p.Pages), len(want))
+	}
+	for _, pg := range p.Pages {
+		if !want[pg.Index] {
+			t.Fatalf("page %d did not change", pg.Index)
+		}
+	}
+	for _, since := range []struct {
+		name   string
+		v      Version
+		layout uint8
+	}{
+		{"nothing held", Version{}, 0},
+		{"another generation", Version{9, v.Seq}, layout},
+		{"another layout", v, layout - 1},
+	} {
+		if p := o.s.pagesSince(since.v, since.layout); !p.Full || len(p.Pages) != pages {
+			t.Fatalf("%s: full %v, %d pages, want all %d", since.name, p.Full, len(p.Pages), pages)
+		}
+	}
+	// Growing past the layout re-pages: a peer from before gets every page.
+	v = o.s.selfVersion()
+	if _, _, err := o.s.publish(manyRegs(40000), nil, t0); err != nil {
+		t.Fatal(err)
+	}
+	r = o.s.records["o"].rec
+	if r.layout == layout {
+		t.Fatalf("40,000 registrations kept the layout of 5,000 (%d pages)", len(r.pages))
+	}
+	if p := o.s.pagesSince(v, layout); !p.Full {
+		t.Fatal("a peer from before the re-page was not sent everything")
+	}
+	v = o.s.selfVersion()
+	if p := o.s.pagesSince(v, r.layout); p.Full || len(p.Pages) != 0 {
+		t.Fatalf("a peer up to date got %d pages", len(p.Pages))
+	}
+}
