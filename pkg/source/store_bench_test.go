@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/l4lb/l4lb/pkg/atomicfile"
@@ -104,4 +105,38 @@ func BenchmarkStorePutOld(b *testing.B) {
 			b.ReportMetric(2, "fsyncs/op")
 		})
 	}
+}
+
+// BenchmarkStorePutConcurrent: 16 goroutines Put new registrations into a
+// store of 10,000 at once; group commit lets them share fsyncs.
+func BenchmarkStorePutConcurrent(b *testing.B) {
+	s, err := OpenStore(b.TempDir(), quietLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ops := make([]journal.Op, 0, 10000)
+	for i := range 10000 {
+		l := benchLocal(b, i)
+		raw, _ := json.Marshal(l.Entry())
+		ops = append(ops, journal.Op{Key: l.Key(), Value: raw})
+	}
+	if err := s.j.Apply(ops, nil); err != nil {
+		b.Fatal(err)
+	}
+	syncs := s.j.Stats().Syncs
+	var next atomic.Int64
+	next.Store(10000)
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Put(benchLocal(b, int(next.Add(1)))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(s.j.Stats().Syncs-syncs)/float64(next.Load()-10000), "fsyncs/op")
 }
