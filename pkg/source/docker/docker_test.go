@@ -625,32 +625,7 @@ func TestDockerBurst(t *testing.T) {
 	e := sharedEngine(t)
 	_, c := runSource(t, "unix://"+e.sock, Config{})
 
-	// Our own view of the engine's events, for their times.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var evMu sync.Mutex
-	evStart, evKill := map[string]time.Time{}, map[string]time.Time{}
-	stream := e.cli.Events(ctx, client.EventsListOptions{Filters: make(client.Filters).Add("type", "container").Add("event", "start", "kill")})
-	go func() {
-		for {
-			select {
-			case m := <-stream.Messages:
-				evMu.Lock()
-				switch m.Action {
-				case events.ActionStart:
-					evStart[m.Actor.ID] = eventTime(m)
-				case events.ActionKill:
-					if _, seen := evKill[m.Actor.ID]; !seen {
-						evKill[m.Actor.ID] = eventTime(m)
-					}
-				}
-				evMu.Unlock()
-			case <-stream.Err:
-				return
-			}
-		}
-	}()
-
+	clock := newEventClock(t, e)
 	ids := make([]string, n)
 	parallel(n, func(i int) {
 		ids[i] = e.create(box{name: fmt.Sprintf("burst-%03d", i), net: "app", labels: map[string]string{"l4lb.vip.8080": "/burst:80", "l4lb.network": "app"}})
@@ -669,15 +644,8 @@ func TestDockerBurst(t *testing.T) {
 	}
 	took := c.waitFor("200 containers published", last, 5*time.Second, exactly(keys...))
 	t.Logf("all %d published %s after the last start returned", n, took.Round(time.Millisecond))
+	startLat := clock.latencies(c, keyOf, events.ActionStart)
 	c.mu.Lock()
-	var startLat []time.Duration
-	evMu.Lock()
-	for id, k := range keyOf {
-		if at, ok := evStart[id]; ok {
-			startLat = append(startLat, c.addedAt[k].Sub(at))
-		}
-	}
-	evMu.Unlock()
 	if len(c.removes) != 0 {
 		t.Errorf("withdrawals during the start burst: %v", c.removes)
 	}
@@ -692,18 +660,13 @@ func TestDockerBurst(t *testing.T) {
 	last = time.Now()
 	took = c.waitFor("200 containers withdrawn", last, 5*time.Second, exactly())
 	t.Logf("killed %d containers in %s; all withdrawn %s after the last kill returned", n, last.Sub(began).Round(time.Millisecond), took.Round(time.Millisecond))
+	killLat := clock.latencies(c, keyOf, events.ActionKill)
 	c.mu.Lock()
-	var killLat []time.Duration
-	evMu.Lock()
-	for id, k := range keyOf {
-		if at, ok := evKill[id]; ok {
-			killLat = append(killLat, c.goneAt[k].Sub(at))
-		}
+	for _, k := range keyOf {
 		if c.removes[k] != 1 {
 			t.Errorf("%s withdrawn %d times", k, c.removes[k])
 		}
 	}
-	evMu.Unlock()
 	c.mu.Unlock()
 	if len(startLat) < n*9/10 || len(killLat) < n*9/10 {
 		t.Errorf("event times seen for %d starts and %d kills of %d", len(startLat), len(killLat), n)
@@ -713,6 +676,96 @@ func TestDockerBurst(t *testing.T) {
 	if b, err := readLoad(); err == nil {
 		t.Logf("FIGURE load average: %s", b)
 	}
+}
+
+// TestDockerLatencyOneAtATime: 20 containers started, then killed, one at
+// a time: the time from each engine event to the source's report on a
+// quiet engine.
+func TestDockerLatencyOneAtATime(t *testing.T) {
+	const n = 20
+	e := sharedEngine(t)
+	_, c := runSource(t, "unix://"+e.sock, Config{})
+	clock := newEventClock(t, e)
+	keyOf := map[string]string{}
+	var ids []string
+	for i := range n {
+		id := e.run(box{name: fmt.Sprintf("one-%02d", i), net: "app", labels: map[string]string{"l4lb.vip.8080": "/one:80", "l4lb.network": "app"}})
+		k := "/one:80 " + netip.AddrPortFrom(e.inspect(id).NetworkSettings.Networks["app"].IPAddress, 8080).String()
+		c.waitFor("published", time.Now(), reportWithin, has(k))
+		keyOf[id] = k
+		ids = append(ids, id)
+	}
+	for _, id := range ids {
+		if _, err := e.cli.ContainerKill(context.Background(), id, client.ContainerKillOptions{Signal: "SIGKILL"}); err != nil {
+			t.Fatal(err)
+		}
+		c.waitFor("withdrawn", time.Now(), reportWithin, hasNot(keyOf[id]))
+	}
+	startLat := clock.latencies(c, keyOf, events.ActionStart)
+	killLat := clock.latencies(c, keyOf, events.ActionKill)
+	if len(startLat) != n || len(killLat) != n {
+		t.Errorf("event times seen for %d starts and %d kills of %d", len(startLat), len(killLat), n)
+	}
+	t.Logf("FIGURE one at a time: start event -> reported: p50 %s, p99 %s; kill event -> withdrawn: p50 %s, p99 %s (%d containers)",
+		pct(startLat, 50), pct(startLat, 99), pct(killLat, 50), pct(killLat, 99), n)
+	if b, err := readLoad(); err == nil {
+		t.Logf("FIGURE load average: %s", b)
+	}
+}
+
+// eventClock records when the engine says each container started and was
+// first sent a signal, from a stream of its own.
+type eventClock struct {
+	mu    sync.Mutex
+	start map[string]time.Time
+	kill  map[string]time.Time
+}
+
+func newEventClock(t *testing.T, e *engine) *eventClock {
+	ec := &eventClock{start: map[string]time.Time{}, kill: map[string]time.Time{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream := e.cli.Events(ctx, client.EventsListOptions{Filters: make(client.Filters).Add("type", "container").Add("event", "start", "kill")})
+	go func() {
+		for {
+			select {
+			case m := <-stream.Messages:
+				ec.mu.Lock()
+				switch m.Action {
+				case events.ActionStart:
+					ec.start[m.Actor.ID] = eventTime(m)
+				case events.ActionKill:
+					if _, seen := ec.kill[m.Actor.ID]; !seen {
+						ec.kill[m.Actor.ID] = eventTime(m)
+					}
+				}
+				ec.mu.Unlock()
+			case <-stream.Err:
+				return
+			}
+		}
+	}()
+	return ec
+}
+
+// latencies returns, for each container whose event was seen, the time
+// from it to the consumer's report (added for start, removed for kill).
+func (ec *eventClock) latencies(c *consumer, keyOf map[string]string, action events.Action) []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	var out []time.Duration
+	for id, k := range keyOf {
+		if action == events.ActionStart {
+			if at, ok := ec.start[id]; ok {
+				out = append(out, c.addedAt[k].Sub(at))
+			}
+		} else if at, ok := ec.kill[id]; ok {
+			out = append(out, c.goneAt[k].Sub(at))
+		}
+	}
+	return out
 }
 
 // parallel runs fn(0..n-1), eight at a time.

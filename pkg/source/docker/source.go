@@ -329,6 +329,11 @@ func (s *Source) follow(ctx context.Context, report func([]Backend, []string), r
 	}
 	s.mu.Lock()
 	since := s.lastEvent
+	if since == 0 {
+		// No event read yet: the next connection resumes from this one's
+		// start.
+		s.lastEvent = time.Now().UnixNano()
+	}
 	s.mu.Unlock()
 	opts := client.EventsListOptions{Filters: make(client.Filters).
 		Add("type", string(events.ContainerEventType), string(events.NetworkEventType)).
@@ -345,6 +350,9 @@ func (s *Source) follow(ctx context.Context, report func([]Backend, []string), r
 		return false, fmt.Errorf("follow events: %w", err)
 	default:
 	}
+	// Events from before the listing (replayed from since) are only
+	// prompts to look again: the listing already saw their outcome.
+	listedAt := time.Now()
 	if err := s.relist(ctx, report); err != nil {
 		return false, err
 	}
@@ -360,7 +368,7 @@ func (s *Source) follow(ctx context.Context, report func([]Backend, []string), r
 	s.mu.Unlock()
 	s.log.Infof("following the Docker engine at %s: %d backends", s.stats.Endpoint, n)
 
-	dirty := map[string]bool{} // container ID -> true; "" when networks changed
+	dirty := map[string]next{} // container ID -> what its latest event asks; "" when networks changed
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	settling := false
@@ -376,7 +384,7 @@ func (s *Source) follow(ctx context.Context, report func([]Backend, []string), r
 			s.mu.Lock()
 			for id, at := range s.killed {
 				if time.Since(at) >= s.cfg.KillHold {
-					dirty[id] = true
+					dirty[id] = lookAgain
 				}
 			}
 			s.mu.Unlock()
@@ -390,7 +398,7 @@ func (s *Source) follow(ctx context.Context, report func([]Backend, []string), r
 			}
 			return true, fmt.Errorf("events stream: %w", err)
 		case m := <-stream.Messages:
-			s.note(m, dirty)
+			s.note(m, dirty, listedAt)
 			if !settling && len(dirty) > 0 {
 				settling = true
 				settle.Reset(s.cfg.Settle)
@@ -406,10 +414,34 @@ func (s *Source) follow(ctx context.Context, report func([]Backend, []string), r
 }
 
 // note records what one event asks to look at again.
-func (s *Source) note(m events.Message, dirty map[string]bool) {
+func (s *Source) note(m events.Message, dirty map[string]next, listedAt time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.Events++
+	if eventTime(m).Before(listedAt) {
+		// Replayed: look again rather than withdraw.
+		before := make(map[string]next, 1)
+		s.noteLocked(m, before)
+		for id := range before {
+			if dirty[id] == 0 || dirty[id] == lookAgain || id == "" {
+				dirty[id] = lookAgain
+			}
+		}
+		return
+	}
+	s.noteLocked(m, dirty)
+}
+
+// next is what an event asks of the container it names.
+type next int
+
+const (
+	lookAgain next = iota + 1 // inspect it
+	withdraw                  // it stopped serving: withdraw it without asking
+)
+
+// noteLocked is note with s.mu held.
+func (s *Source) noteLocked(m events.Message, dirty map[string]next) {
 	if t := m.TimeNano; t > s.lastEvent {
 		s.lastEvent = t
 	} else if t == 0 && m.Time*1e9 > s.lastEvent {
@@ -420,10 +452,10 @@ func (s *Source) note(m events.Message, dirty map[string]bool) {
 		switch m.Action {
 		case events.ActionConnect, events.ActionDisconnect:
 			if id := m.Actor.Attributes["container"]; id != "" {
-				dirty[id] = true
+				dirty[id] = lookAgain
 			}
 		case events.ActionCreate, events.ActionDestroy:
-			dirty[""] = true
+			dirty[""] = lookAgain
 		}
 	case events.ContainerEventType:
 		id := m.Actor.ID
@@ -433,13 +465,20 @@ func (s *Source) note(m events.Message, dirty map[string]bool) {
 		case m.Action == events.ActionKill:
 			if terminating(m.Actor.Attributes["signal"]) {
 				s.killed[id] = eventTime(m)
+				dirty[id] = withdraw
+			} else if dirty[id] != withdraw {
+				dirty[id] = lookAgain
 			}
-			dirty[id] = true
+		case m.Action == events.ActionDie, m.Action == events.ActionStop, m.Action == events.ActionPause, m.Action == events.ActionDestroy:
+			// Not serving any more, whatever an inspect would add.
+			dirty[id] = withdraw
 		case m.Action == events.ActionStart, m.Action == events.ActionRestart, m.Action == events.ActionUnPause:
 			delete(s.killed, id)
-			dirty[id] = true
+			dirty[id] = lookAgain
 		default:
-			dirty[id] = true
+			if dirty[id] != withdraw {
+				dirty[id] = lookAgain
+			}
 		}
 	}
 }
@@ -563,15 +602,20 @@ func (s *Source) relist(ctx context.Context, report func([]Backend, []string)) e
 
 // apply inspects the containers that events named and reports what
 // changed.
-func (s *Source) apply(ctx context.Context, dirty map[string]bool, report func([]Backend, []string)) error {
-	if dirty[""] {
+func (s *Source) apply(ctx context.Context, dirty map[string]next, report func([]Backend, []string)) error {
+	if dirty[""] != 0 {
 		if err := s.refreshNetworks(ctx); err != nil {
 			return err
 		}
 	}
 	ids := make([]string, 0, len(dirty))
-	for id := range dirty {
-		if id != "" {
+	var gone []string
+	for id, what := range dirty {
+		switch {
+		case id == "":
+		case what == withdraw:
+			gone = append(gone, id)
+		default:
 			ids = append(ids, id)
 		}
 	}
@@ -600,6 +644,9 @@ func (s *Source) apply(ctx context.Context, dirty map[string]bool, report func([
 	}
 	var errs []error
 	s.mu.Lock()
+	for _, id := range gone {
+		s.forget(id)
+	}
 	for _, l := range looks {
 		if l.err != nil {
 			errs = append(errs, fmt.Errorf("inspect container %s: %w", l.id, l.err))
@@ -620,12 +667,9 @@ func (s *Source) apply(ctx context.Context, dirty map[string]bool, report func([
 
 // update applies one inspection to the book; s.mu is held.
 func (s *Source) update(l look) {
-	if l.gone {
-		s.forget(l.id)
-		return
-	}
 	c := l.c
-	if c.State == nil || !c.State.Running || c.State.Paused || c.State.Restarting {
+	if l.gone || c.State == nil || !c.State.Running || c.State.Paused || c.State.Restarting {
+		delete(s.killed, l.id)
 		s.forget(l.id)
 		return
 	}
