@@ -23,7 +23,9 @@ import (
 //	         count, count × registration (set)
 //	notice:  node, generation, seq
 //	pull:    requester, node, since generation, since seq, since layout
-//	digest:  count, count × (node, generation, seq, flags, sum)
+//	digest:  count, count × (node, generation, seq, flags (bit 0 leaving,
+//	         bit 1 whole), sum [, layout, count, count × registration
+//	         when whole])
 //	pages:   node, generation, base, seq, layout, flags (bit 0 leaving,
 //	         bit 1 full), sum, count, count × (page index, page seq,
 //	         count, count × registration)
@@ -137,12 +139,17 @@ type pageMsg struct {
 	Regs  []vip.Registration
 }
 
-// digestEntry is one node's version in a push/pull digest.
+// digestEntry is one node's version in a push/pull digest. In the
+// exchange that joins a node, small records also travel whole (Whole,
+// Layout, Regs), so that a joiner does not pull each of them.
 type digestEntry struct {
 	Node    string
 	Version Version
 	Leaving bool
 	Sum     uint64
+	Whole   bool
+	Layout  uint8
+	Regs    []vip.Registration
 }
 
 // message is one decoded message; which fields are set depends on Kind.
@@ -280,8 +287,19 @@ func encodeDigest(entries []digestEntry) []byte {
 		e.str(d.Node)
 		e.uvarint(d.Version.Generation)
 		e.uvarint(d.Version.Seq)
-		e.byte1(leavingFlag(d.Leaving))
+		flags := leavingFlag(d.Leaving)
+		if d.Whole {
+			flags |= 2
+		}
+		e.byte1(flags)
 		e.uint64(d.Sum)
+		if d.Whole {
+			e.byte1(d.Layout)
+			e.uvarint(uint64(len(d.Regs)))
+			for i := range d.Regs {
+				e.registration(&d.Regs[i])
+			}
+		}
 	}
 	return e.b
 }
@@ -654,8 +672,29 @@ func decodeMessage(b []byte, limit int) (*message, error) {
 			e.Node = d.node("node")
 			e.Version.Generation = d.uvarint("generation")
 			e.Version.Seq = d.uvarint("seq")
-			e.Leaving = d.flags(1)&1 != 0
+			f := d.flags(3)
+			e.Leaving, e.Whole = f&1 != 0, f&2 != 0
 			e.Sum = d.uint64("sum")
+			if e.Whole {
+				if e.Leaving || e.Version.Seq == 0 {
+					d.fail("whole entry leaving or at seq 0")
+				}
+				e.Layout = d.layout()
+				c := d.count("registrations", minRegistrationBytes)
+				if c > 0 {
+					e.Regs = make([]vip.Registration, 0, c)
+				}
+				seen := map[vip.RegKey]bool{}
+				for j := 0; j < c && d.err == nil; j++ {
+					r := d.registration()
+					if k := r.Key(); seen[k] {
+						d.fail("key %v twice", k)
+					} else {
+						seen[k] = true
+					}
+					e.Regs = append(e.Regs, r)
+				}
+			}
 			m.Digest = append(m.Digest, e)
 		}
 	case kindPages:

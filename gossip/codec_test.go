@@ -147,7 +147,8 @@ func TestCodecRoundTrip(t *testing.T) {
 		m.Requester != "a" || m.Node != "b" || m.Version != (Version{5, 6}) || m.Layout != 3 {
 		t.Fatalf("pull: %v %+v", err, m)
 	}
-	dg := []digestEntry{{Node: "x", Version: Version{1, 2}, Sum: 77}, {Node: "y", Version: Version{3, 4}, Leaving: true}}
+	dg := []digestEntry{{Node: "x", Version: Version{1, 2}, Sum: 77}, {Node: "y", Version: Version{3, 4}, Leaving: true},
+		{Node: "z", Version: Version{5, 6}, Sum: 8, Whole: true, Layout: 2, Regs: randomRecord(r, "z").Registrations}}
 	m, err := decodeMessage(encodeDigest(dg), MaxStateBytes)
 	if err != nil || !reflect.DeepEqual(m.Digest, dg) {
 		t.Fatalf("digest: %v %+v", err, m)
@@ -222,7 +223,8 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add(encodeDelta(&deltaMsg{Node: "l", Gen: 1, Seq: 2, Leaving: true}))
 	f.Add(encodeNotice("n", Version{1, 2}))
 	f.Add(encodePull("a", "b", Version{1, 2}, 3))
-	f.Add(encodeDigest([]digestEntry{{Node: "a", Version: Version{1, 2}, Sum: 3}, {Node: "b", Leaving: true}}))
+	f.Add(encodeDigest([]digestEntry{{Node: "a", Version: Version{1, 2}, Sum: 3}, {Node: "b", Leaving: true},
+		{Node: "c", Version: Version{1, 2}, Whole: true, Layout: 1, Regs: randomRecord(r, "c").Registrations}}))
 	f.Add(encodePages(randomPages(r, "p")))
 	f.Add([]byte{formatVersion, byte(kindDigest), 0xff, 0xff, 0x03})
 	f.Fuzz(func(t *testing.T, b []byte) {

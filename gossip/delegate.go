@@ -57,10 +57,18 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 
 // LocalState returns this node's digest for push/pull anti-entropy: the
 // version of every record it vouches for (its own and the live nodes'),
-// not their content, so its size does not grow with the backends.
+// not their content, so its size does not grow with the backends; only in
+// the exchange that joins a node do small records (one packet or less)
+// travel whole.
 func (d *delegate) LocalState(join bool) []byte {
 	c := d.c
-	buf := encodeDigest(c.store.digest())
+	wholeUpTo := 0
+	if join {
+		// The joiner needs every record: small ones travel whole here
+		// rather than in one pull each.
+		wholeUpTo = inlineRecordBytes
+	}
+	buf := encodeDigest(c.store.digest(wholeUpTo))
 	c.counters.sent(len(buf))
 	return buf
 }
@@ -78,6 +86,12 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		return
 	}
 	c.counters.received(len(buf))
+	for _, e := range m.Digest {
+		if e.Whole {
+			c.mergeDelta(&deltaMsg{Node: e.Node, Gen: e.Version.Generation, Seq: e.Version.Seq,
+				Layout: e.Layout, Sum: e.Sum, Set: e.Regs})
+		}
+	}
 	pull, selfNewer := c.store.noteDigest(m.Digest, c.now())
 	if selfNewer != (Version{}) {
 		c.fence(selfNewer)

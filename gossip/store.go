@@ -679,14 +679,24 @@ func (s *store) noteDigest(entries []digestEntry, now time.Time) (pull bool, sel
 }
 
 // digest returns the versions this node vouches for in push/pull: its own
-// and every live node's.
-func (s *store) digest() []digestEntry {
+// and every live node's. With wholeUpTo > 0 (the exchange that joins a
+// node), records of at most that many bytes travel whole, up to
+// MaxStateBytes/2 in all.
+func (s *store) digest(wholeUpTo int) []digestEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]digestEntry, 0, len(s.records))
+	budget := MaxStateBytes / 2
 	for name, e := range s.records {
 		if name == s.self || s.visibleLocked(name) {
-			out = append(out, digestEntry{Node: name, Version: e.rec.version, Leaving: e.rec.leaving, Sum: e.rec.sum})
+			d := digestEntry{Node: name, Version: e.rec.version, Leaving: e.rec.leaving, Sum: e.rec.sum}
+			if r := e.rec; !r.leaving && r.bytes <= wholeUpTo && r.bytes <= budget {
+				budget -= r.bytes
+				d.Whole, d.Layout = true, r.layout
+				d.Regs = make([]vip.Registration, 0, r.count)
+				r.each(func(re regEntry) { d.Regs = append(d.Regs, re.reg) })
+			}
+			out = append(out, d)
 		}
 	}
 	slices.SortFunc(out, func(a, b digestEntry) int { return strings.Compare(a.Node, b.Node) })
