@@ -1,8 +1,8 @@
 // Package atomicfile writes files that must survive a crash whole: either
-// the old content or the new one, never a torn mix. The journals of package
-// journal are created this way (and compacted the same way), and the copies of damaged
-// state files that the Store sets aside are written with it; the state
-// itself changes by appending to a journal, not by rewriting a file.
+// the old content or the new one, never a torn mix. Package journal creates
+// its files with it (and compacts them the same way), and the Store writes
+// the copies of damaged state files it sets aside with it; the state itself
+// changes by appending to a journal, not by rewriting a file.
 package atomicfile
 
 import (
