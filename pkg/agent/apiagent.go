@@ -3,7 +3,9 @@ package agent
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/sirupsen/logrus"
@@ -13,6 +15,7 @@ import (
 	"github.com/l4lb/l4lb/pkg/api"
 	"github.com/l4lb/l4lb/pkg/health"
 	"github.com/l4lb/l4lb/pkg/source"
+	"github.com/l4lb/l4lb/pkg/source/docker"
 	"github.com/l4lb/l4lb/vip"
 )
 
@@ -26,6 +29,10 @@ type apiAgent struct {
 	log     *logrus.Entry
 	// seeded says whether a seed was ever reached (nil: no seeds).
 	seeded func() (bool, string)
+	// dir and docker are the other sources, to name where a backend comes
+	// from; nil when not configured.
+	dir    *source.Dir
+	docker *docker.Source
 	// leave receives (once) when an operator asks the agent to leave the
 	// cluster and stop.
 	leave chan struct{}
@@ -96,6 +103,17 @@ func (a *apiAgent) Register(e source.Entry) (bool, string, error) {
 	if err != nil {
 		return false, "", &api.InvalidError{Err: err}
 	}
+	if !l.VIP.Named() {
+		if v, ok := a.core.Table().NamedAt(l.VIP.Addr); ok {
+			return false, "", &api.InvalidError{Err: fmt.Errorf("vip %s: %s is the address of the named VIP %s (%s): an IP VIP on it would be left out", l.VIP, l.VIP.Addr, v.Name, v.Framework)}
+		}
+	}
+	// A backend that another source publishes is that source's.
+	if _, src, ok := a.core.Local(l.Key()); ok && src != SourceAPI {
+		if err := a.ownedBy(src, l.Key()); err != nil {
+			return false, l.Key(), &api.InvalidError{Err: err}
+		}
+	}
 	a.regMu.Lock()
 	defer a.regMu.Unlock()
 	if _, held := a.store.Get(l.Key()); !held {
@@ -123,11 +141,38 @@ func (a *apiAgent) Deregister(e source.Entry) (bool, string, error) {
 	if err != nil {
 		return false, l.Key(), err
 	}
+	if !removed {
+		if _, src, ok := a.core.Local(l.Key()); ok {
+			return false, l.Key(), &api.InvalidError{Err: a.ownedBy(src, l.Key())}
+		}
+	}
 	if removed {
 		a.update(SourceAPI, nil, []string{l.Key()})
 		a.log.WithFields(logrus.Fields{"vip": l.VIP.String(), "backend": l.Backend.String()}).Info("backend deregistered; it drains on every node")
 	}
 	return removed, l.Key(), nil
+}
+
+// ownedBy says which source other than the API publishes key, so that an
+// operator is told where to change it.
+func (a *apiAgent) ownedBy(src Source, key string) error {
+	switch src {
+	case SourceDocker:
+		if a.docker != nil {
+			if err := a.docker.Owned(key); err != nil {
+				return err
+			}
+		}
+		return fmt.Errorf("backend %s is published by a Docker container: stop the container or remove its label instead", key)
+	case SourceDir:
+		if a.dir != nil {
+			if files := a.dir.Files(key); len(files) > 0 {
+				return fmt.Errorf("backend %s comes from the services directory, file %s: edit or remove the file instead", key, strings.Join(files, ", "))
+			}
+		}
+		return fmt.Errorf("backend %s comes from the services directory: edit or remove its file instead", key)
+	}
+	return nil
 }
 
 // Leave asks Run to leave the cluster and stop. Asking again is harmless.

@@ -3,6 +3,9 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -96,5 +99,53 @@ func TestCheckedBackendWaitsForItsCheck(t *testing.T) {
 				t.Errorf("a backend whose check never passed is published %q", r.Health)
 			}
 		}
+	}
+}
+
+// An IP VIP on the address the table gives a named VIP is refused at once
+// (the table would leave it out), and nothing is stored.
+func TestIPVIPOnANamedVIPsAddressIsRefused(t *testing.T) {
+	a, _ := newAPIAgent(t)
+	if _, _, err := a.Register(source.Entry{VIP: "/app:80", Backend: "10.0.0.1:80"}); err != nil {
+		t.Fatal(err)
+	}
+	var addr string
+	eventually(t, "the named VIP is placed", func() bool {
+		tab := a.core.Table()
+		if len(tab.VIPs) != 1 {
+			return false
+		}
+		addr = tab.VIPs[0].Addr.String()
+		return true
+	})
+	_, _, err := a.Register(source.Entry{VIP: addr + ":443", Backend: "10.0.0.2:443"})
+	var invalid *api.InvalidError
+	if !errors.As(err, &invalid) || !strings.Contains(err.Error(), "is the address of the named VIP /app") {
+		t.Fatalf("IP VIP on %s: err = %v, want an InvalidError naming /app", addr, err)
+	}
+	if n := a.store.Len(); n != 1 {
+		t.Errorf("store holds %d registrations, want 1", n)
+	}
+}
+
+// Deregistering a backend that the services directory publishes names the
+// file to edit, and withdraws nothing.
+func TestDeregisterOfADirectoryBackendNamesItsFile(t *testing.T) {
+	a, cl := newAPIAgent(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "app.json")
+	if err := os.WriteFile(file, []byte(`{"vip": "/app:80", "backend": "10.0.0.7:80"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.dir = source.NewDir(source.DirConfig{Path: dir, Log: quietLog()})
+	set, _ := a.dir.Scan()
+	a.replace(SourceDir, set)
+	eventually(t, "published", func() bool { return published(cl)["10.0.0.7:80"] })
+	removed, _, err := a.Deregister(source.Entry{VIP: "/app:80", Backend: "10.0.0.7:80"})
+	if removed || err == nil || !strings.Contains(err.Error(), file) {
+		t.Fatalf("deregister: removed=%v err=%v, want an error naming %s", removed, err, file)
+	}
+	if !published(cl)["10.0.0.7:80"] {
+		t.Error("the directory's backend was withdrawn")
 	}
 }

@@ -167,10 +167,23 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.WithError(err).Warn("closing the registration store")
+		}
+	}()
+	if rec := store.Recovered(); rec != "" {
+		log.WithField("file", rec).Warn("registrations that could not be read were set aside; the rest are served")
+	}
 	claims := NewClaimBook(filepath.Join(o.StateDir, "claims.json"))
 	if err := claims.Load(); err != nil {
 		return err
 	}
+	defer func() {
+		if err := claims.Close(); err != nil {
+			log.WithError(err).Warn("closing the VIP address claims")
+		}
+	}()
 	vipCfg := vip.Config{Domain: o.Domain, V4: o.VIPCIDR, V6: o.VIP6CIDR}
 
 	resolver, err := dns.NewServer(dns.Config{Domain: o.Domain, TTL: o.DNSTTL, Listen: o.DNSListen, Upstreams: o.DNSUpstreams, Forward: o.DNSForward, Logger: log})
@@ -252,6 +265,7 @@ func Run(ctx context.Context, o Options) error {
 	var dir *source.Dir
 	if o.ServicesDir != "" {
 		dir = source.NewDir(source.DirConfig{Path: o.ServicesDir, Log: log})
+		a.dir = dir
 		src.dir = dir.Stats
 		goRun("services directory", func() error {
 			return dir.RunDelta(ctx, func(set []source.Local, removed []string) {

@@ -649,3 +649,11 @@ func (d *Dir) Stats() DirStats {
 	}
 	return s
 }
+
+// Files returns the files that register key, the one that wins first; none
+// when the directory does not have it.
+func (d *Dir) Files(key string) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.providers[key])
+}

@@ -278,6 +278,23 @@ func (e Entry) Parse() (Local, error) {
 		l.Backend = backend
 	}
 
+	if a := l.VIP.Addr; a.IsValid() {
+		switch {
+		case a.IsLoopback():
+			errs = append(errs, fmt.Errorf("vip %q: %s is a loopback address: a VIP is reached from other hosts", e.VIP, a))
+		case a.IsLinkLocalUnicast():
+			errs = append(errs, fmt.Errorf("vip %q: %s is a link-local address: a VIP is reached from other networks", e.VIP, a))
+		case a == limitedBroadcast:
+			errs = append(errs, fmt.Errorf("vip %q: %s is the broadcast address", e.VIP, a))
+		}
+		if b := l.Backend.Addr(); b.IsValid() && a.Is4() != b.Is4() {
+			errs = append(errs, fmt.Errorf("backend %q is %s but the vip %q is %s: an IP VIP's backends must be of its family", e.Backend, family(b), e.VIP, family(a)))
+		}
+	}
+	if b := l.Backend.Addr(); b == limitedBroadcast {
+		errs = append(errs, fmt.Errorf("backend %q: the broadcast address", e.Backend))
+	}
+
 	if e.Framework != "" {
 		if err := checkFramework(e.Framework); err != nil {
 			errs = append(errs, fmt.Errorf("framework %q: %w", e.Framework, err))
@@ -309,6 +326,16 @@ func (e Entry) Parse() (Local, error) {
 		return Local{}, errs
 	}
 	return l, nil
+}
+
+// limitedBroadcast is IPv4's broadcast address.
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // parseCheck reads the check fields of e.

@@ -150,6 +150,15 @@ func TestEntryParseErrors(t *testing.T) {
 		{"timeout longer than interval", with(func(e *Entry) { e.Check = "tcp"; e.CheckTimeout = "2s" }), []string{"check_timeout 2s: longer than check_interval 1s"}},
 		{"rise negative", with(func(e *Entry) { e.Check = "tcp"; e.CheckRise = -1 }), []string{"check_rise -1: want 1 to 100"}},
 		{"fall too big", with(func(e *Entry) { e.Check = "tcp"; e.CheckFall = 101 }), []string{"check_fall 101: want 1 to 100"}},
+		{"IP VIP of another family than its backend", with(func(e *Entry) { e.VIP = "[::1]:80" }), []string{`backend "10.0.0.1:80" is IPv4 but the vip "[::1]:80" is IPv6`, "loopback"}},
+		{"IPv6 backend for an IPv4 VIP", with(func(e *Entry) { e.VIP = "11.1.1.1:80"; e.Backend = "[fd00::1]:80" }), []string{"is IPv6 but the vip", "is IPv4"}},
+		{"loopback VIP", with(func(e *Entry) { e.VIP = "127.0.0.5:80" }), []string{"127.0.0.5 is a loopback address"}},
+		{"link-local VIP", with(func(e *Entry) { e.VIP = "169.254.1.1:80" }), []string{"link-local"}},
+		{"broadcast VIP", with(func(e *Entry) { e.VIP = "255.255.255.255:80" }), []string{"broadcast"}},
+		{"broadcast backend", with(func(e *Entry) { e.Backend = "255.255.255.255:80" }), []string{`backend "255.255.255.255:80": the broadcast address`}},
+		{"multicast backend", with(func(e *Entry) { e.Backend = "224.0.0.1:80" }), []string{`backend "224.0.0.1:80"`, "multicast"}},
+		{"unspecified backend", with(func(e *Entry) { e.Backend = "0.0.0.0:80" }), []string{`backend "0.0.0.0:80"`, "unspecified"}},
+		{"multicast VIP", with(func(e *Entry) { e.VIP = "239.1.1.1:80" }), []string{`vip "239.1.1.1:80"`, "multicast"}},
 		{"every problem at once", Entry{Backend: "x", Weight: u32(1 << 20), Scheduler: "x"}, []string{"vip: missing", `backend "x"`, "weight", `scheduler "x"`}},
 	}
 	for _, tc := range cases {
@@ -258,7 +267,8 @@ func randomLocal(r *rand.Rand) Local {
 	var e Entry
 	names := []string{"/app:80", "/dcos-101/app2:10000", "udp:///dns:53", "11.1.1.1:80", "[fd01:c::1]:443", "/A_b-c/d:1"}
 	e.VIP = names[r.IntN(len(names))]
-	if r.IntN(2) == 0 {
+	// An IP VIP's backends are of its family; a named VIP's of either.
+	if v4 := e.VIP == "11.1.1.1:80"; v4 || (e.VIP != "[fd01:c::1]:443" && r.IntN(2) == 0) {
 		e.Backend = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(r.IntN(256)), byte(r.IntN(256)), byte(1 + r.IntN(254))}), uint16(1+r.IntN(65535))).String()
 	} else {
 		e.Backend = fmt.Sprintf("[fd00::%x]:%d", r.IntN(65536), 1+r.IntN(65535))
