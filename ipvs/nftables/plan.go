@@ -150,8 +150,9 @@ func (r *Reconciler) planService(ops []Op, k vip.ServiceKey, v *vip.VIP, mode Mo
 		}
 	}
 	// Rules: rewritten whole (flush and add: one or two rules) when their
-	// shape changes; sets no longer wanted go once no rule uses them.
-	if !slices.Equal(as.rules, wantRules) {
+	// shape or the sets they use change; sets no longer wanted go once no
+	// rule uses them.
+	if !slices.Equal(as.rules, wantRules) || as.aff != v.Persistence || as.liveSet != persistent {
 		if len(as.rules) > 0 {
 			ops = append(ops, Op{Kind: FlushChain, Service: k, Chain: Chain{Name: n.chain}})
 		}
@@ -164,14 +165,6 @@ func (r *Reconciler) planService(ops []Op, k vip.ServiceKey, v *vip.VIP, mode Mo
 		if persistent && as.aff != v.Persistence {
 			ops = append(ops, Op{Kind: AddSet, Service: k, Set: affSet(n, v6, v.Persistence)})
 		}
-		for _, rule := range serviceRules(k, shape, r.cfg.MasqueradeMark) {
-			ops = append(ops, Op{Kind: AddRule, Service: k, Rule: rule})
-		}
-	} else if persistent && as.aff != v.Persistence {
-		// The rules match but the map is gone (deleted behind our back):
-		// the rules would not exist without it, so this is only drift in
-		// memory; put it back with the rules.
-		ops = append(ops, Op{Kind: FlushChain, Service: k, Chain: Chain{Name: n.chain}}, Op{Kind: AddSet, Service: k, Set: affSet(n, v6, v.Persistence)})
 		for _, rule := range serviceRules(k, shape, r.cfg.MasqueradeMark) {
 			ops = append(ops, Op{Kind: AddRule, Service: k, Rule: rule})
 		}
