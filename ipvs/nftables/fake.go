@@ -43,7 +43,6 @@ func emptyRuleset() *Ruleset {
 	return &Ruleset{Chains: map[string]bool{}, Rules: map[string][]string{}, Sets: map[string]Set{}, Elements: map[string][]Element{}}
 }
 
-
 func cloneRuleset(rs *Ruleset) *Ruleset {
 	c := emptyRuleset()
 	c.Exists = rs.Exists

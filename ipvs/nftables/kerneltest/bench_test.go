@@ -223,4 +223,3 @@ func BenchmarkConnectRate(b *testing.B) {
 	b.ReportMetric(viaVIP, "vip-conn/s")
 	b.ReportMetric(viaVIP/direct, "ratio")
 }
-
