@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math/rand"
@@ -8,7 +9,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -203,4 +206,47 @@ func TestSchedulerMapping(t *testing.T) {
 			t.Errorf("modeOf(%q) = %v %v %v, want %v %v refused=%v", c.sched, m, w, err, c.mode, c.weighted, c.refused)
 		}
 	}
+}
+
+// TestCollectorAndRun: the Run loop applies an Update, and the collector
+// reports the writes.
+func TestCollectorAndRun(t *testing.T) {
+	r, f := newFakeReconciler(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	r.Update(&vip.Table{VIPs: []vip.VIP{{ServiceKey: vip.ServiceKey{Addr: netip.MustParseAddr("11.0.0.1"), Port: 80, Protocol: vip.TCP},
+		Backends: []vip.Backend{{Addr: netip.MustParseAddrPort("10.0.0.1:80"), Weight: 1}}}}})
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Programmed() == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r.Programmed() == nil {
+		t.Fatal("Run did not apply the Update")
+	}
+	if tx, _, _ := f.Counts(); tx != 1 {
+		t.Errorf("%d transactions, want 1", tx)
+	}
+	mfs, err := prometheusRegistry(t, r.Collector()).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() == "l4lb_nftables_transactions_total" {
+			found = mf.GetMetric()[0].GetCounter().GetValue() == 1
+		}
+	}
+	if !found {
+		t.Errorf("collector does not report 1 transaction")
+	}
+}
+
+func prometheusRegistry(t *testing.T, c prometheus.Collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	return reg
 }
