@@ -202,7 +202,7 @@ func buildZone(in zoneInput, t *vip.Table) (*zone, buildStats) {
 	return z, st
 }
 
-// newZone returns a zone without names but its apex.
+// newZone returns a zone with its SOA and NS and no names yet.
 func newZone(in zoneInput) *zone {
 	z := &zone{
 		serial:  in.serial,
