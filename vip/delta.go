@@ -198,18 +198,3 @@ func (t *Table) lineage() *Table {
 	t.log = &changeLog{}
 	return t
 }
-
-// NamedAt returns a named VIP of t at address a, if any: an IP VIP on that
-// address would be left out of the table.
-func (t *Table) NamedAt(a netip.Addr) (VIP, bool) {
-	if t == nil {
-		return VIP{}, false
-	}
-	i, _ := slices.BinarySearchFunc(t.VIPs, a, func(v VIP, a netip.Addr) int { return v.Addr.Compare(a) })
-	for ; i < len(t.VIPs) && t.VIPs[i].Addr == a; i++ {
-		if t.VIPs[i].Name != "" {
-			return t.VIPs[i], true
-		}
-	}
-	return VIP{}, false
-}

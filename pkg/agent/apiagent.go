@@ -104,8 +104,9 @@ func (a *apiAgent) Register(e source.Entry) (bool, string, error) {
 		return false, "", &api.InvalidError{Err: err}
 	}
 	if !l.VIP.Named() {
-		if v, ok := a.core.Table().NamedAt(l.VIP.Addr); ok {
-			return false, "", &api.InvalidError{Err: fmt.Errorf("vip %s: %s is the address of the named VIP %s (%s): an IP VIP on it would be left out", l.VIP, l.VIP.Addr, v.Name, v.Framework)}
+		key := vip.ServiceKey{Addr: l.VIP.Addr, Port: l.VIP.Port, Protocol: l.VIP.Protocol}
+		if v, ok := a.core.Table().Find(key); ok && v.Name != "" {
+			return false, "", &api.InvalidError{Err: fmt.Errorf("vip %s: the named VIP %s (%s) holds %s: an IP VIP on it would be left out", l.VIP, v.Name, v.Framework, l.VIP)}
 		}
 	}
 	// A backend that another source publishes is that source's.

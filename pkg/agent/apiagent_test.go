@@ -102,8 +102,9 @@ func TestCheckedBackendWaitsForItsCheck(t *testing.T) {
 	}
 }
 
-// An IP VIP on the address the table gives a named VIP is refused at once
-// (the table would leave it out), and nothing is stored.
+// An IP VIP on the service key (address, port, protocol) the table gives a
+// named VIP is refused at once (the table would leave it out), and nothing
+// is stored; on another port of that address it is served.
 func TestIPVIPOnANamedVIPsAddressIsRefused(t *testing.T) {
 	a, _ := newAPIAgent(t)
 	if _, _, err := a.Register(source.Entry{VIP: "/app:80", Backend: "10.0.0.1:80"}); err != nil {
@@ -118,13 +119,16 @@ func TestIPVIPOnANamedVIPsAddressIsRefused(t *testing.T) {
 		addr = tab.VIPs[0].Addr.String()
 		return true
 	})
-	_, _, err := a.Register(source.Entry{VIP: addr + ":443", Backend: "10.0.0.2:443"})
+	if _, _, err := a.Register(source.Entry{VIP: addr + ":443", Backend: "10.0.0.2:443"}); err != nil {
+		t.Errorf("an IP VIP on another port of a named VIP's address: %v; the table keeps both", err)
+	}
+	_, _, err := a.Register(source.Entry{VIP: addr + ":80", Backend: "10.0.0.2:80"})
 	var invalid *api.InvalidError
-	if !errors.As(err, &invalid) || !strings.Contains(err.Error(), "is the address of the named VIP /app") {
+	if !errors.As(err, &invalid) || !strings.Contains(err.Error(), "the named VIP /app (marathon) holds") {
 		t.Fatalf("IP VIP on %s: err = %v, want an InvalidError naming /app", addr, err)
 	}
-	if n := a.store.Len(); n != 1 {
-		t.Errorf("store holds %d registrations, want 1", n)
+	if n := a.store.Len(); n != 2 {
+		t.Errorf("store holds %d registrations, want 2", n)
 	}
 }
 

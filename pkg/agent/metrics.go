@@ -59,6 +59,7 @@ func newCollector(src statsSources) *collector {
 		"dns_forward_failed":     d("dns_forward_failures_total", "DNS queries every upstream failed."),
 		"dns_dropped":            d("dns_dropped_total", "DNS queries dropped unanswered, malformed or over the in-flight cap.", "reason"),
 		"dns_names":              d("dns_zone_names", "VIP names the DNS zone answers."),
+		"dns_zone_updates":       d("dns_zone_updates_total", "DNS zone updates, by how they were made: diff (only the changed VIPs' names) or full (the whole zone rebuilt).", "kind"),
 		"local_backends":         d("local_backends", "Backends this node publishes."),
 		"publish_refused":        d("publish_refused", "1 while gossip refuses this node's backends (over the record limit): /readyz says why."),
 		"prog_latency":           d("network_programming_latency_seconds", "Time from a change of the cluster state reaching this node to the change being in this node's kernel (last sync)."),
@@ -146,6 +147,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter("dns_dropped", float64(s.InFlightCapHits), "in_flight_cap")
 		counter("dns_dropped", float64(s.Loops), "loop")
 		gauge("dns_names", float64(s.ZoneNames))
+		counter("dns_zone_updates", float64(s.ZoneUpdates), "diff")
+		counter("dns_zone_updates", float64(s.ZoneRebuilds), "full")
 	}
 	if c.src.dir != nil {
 		s := c.src.dir()
