@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -48,14 +49,22 @@ var demoBinary = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	demoDir = dir
 	out := filepath.Join(dir, "demoapp")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./testdata/demoapp")
+	gocmd := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gocmd); err != nil {
+		gocmd = "go"
+	}
+	cmd := exec.Command(gocmd, "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./testdata/demoapp")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build the demo app: %v\n%s", err, b)
 	}
 	return out, nil
 })
+
+// demoDir holds the demo binary once built; TestMain removes it.
+var demoDir string
 
 // engine is one dockerd the test started.
 type engine struct {
@@ -413,6 +422,9 @@ func TestMain(m *testing.M) {
 		shared.e.remove()
 	}
 	shared.Unlock()
+	if demoDir != "" {
+		_ = os.RemoveAll(demoDir)
+	}
 	os.Exit(code)
 }
 
