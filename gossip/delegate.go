@@ -92,7 +92,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 				Layout: e.Layout, Sum: e.Sum, Set: e.Regs})
 		}
 	}
-	pull, selfNewer := c.store.noteDigest(m.Digest, c.now())
+	pull, selfNewer := c.store.noteDigest(m.Digest, c.now(), c.timing.PullGrace)
 	if selfNewer != (Version{}) {
 		c.fence(selfNewer)
 	}

@@ -644,10 +644,11 @@ func (s *store) noteVersion(node string, v Version, now time.Time) (pull, selfNe
 }
 
 // noteDigest compares a peer's digest with what this node holds: newer
-// versions are wanted (a leaving one is applied at once, it carries no
-// content), and a newer version of this node's own record is returned
-// (fence). It returns whether there is anything to pull.
-func (s *store) noteDigest(entries []digestEntry, now time.Time) (pull bool, selfNewer Version) {
+// versions are wanted, from now+grace (the gossip that brings them may be
+// on its way; a leaving one is applied at once, it carries no content),
+// and a newer version of this node's own record is returned (fence). It
+// returns whether there is anything to pull.
+func (s *store) noteDigest(entries []digestEntry, now time.Time, grace time.Duration) (pull bool, selfNewer Version) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, d := range entries {
@@ -671,7 +672,7 @@ func (s *store) noteDigest(entries []digestEntry, now time.Time) (pull bool, sel
 			pull = true
 			continue
 		}
-		if s.wantLocked(d.Node, d.Version, now, false) {
+		if s.wantLocked(d.Node, d.Version, now.Add(grace), false) {
 			pull = true
 		}
 	}
