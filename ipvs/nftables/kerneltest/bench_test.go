@@ -223,3 +223,45 @@ func BenchmarkConnectRate(b *testing.B) {
 	b.ReportMetric(viaVIP, "vip-conn/s")
 	b.ReportMetric(viaVIP/direct, "ratio")
 }
+
+// BenchmarkReplaceOneBackend replaces one backend of one VIP by another
+// beside N VIPs x K backends: the slot count stays, so the transaction is
+// element writes only (no rule), which the kernel commits without
+// validating the table's chains. Set against BenchmarkAddOneService, it
+// shows where the time of a new service goes.
+//
+//	go test -run '^$' -bench ReplaceOneBackend -benchtime 200x ./ipvs/nftables/kerneltest/
+func BenchmarkReplaceOneBackend(b *testing.B) {
+	n, k := benchSize(b)
+	ns := newNS(b, "benchrep")
+	r, err := nftables.New(nftables.Config{Namespace: ns.path(), ResyncPeriod: time.Hour, KeepSysctls: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close(false)
+	cur := vip.Derive(nil, ipvstest.BigTable(n, k).VIPs, nil, nil)
+	r.Update(cur)
+	if err := r.SyncNow(false); err != nil {
+		b.Fatal(err)
+	}
+	key := cur.VIPs[n/2].ServiceKey
+	tables := make([]*vip.Table, b.N)
+	for i := range tables {
+		cur = derive(cur, key, func(v *vip.VIP) {
+			v.Backends[0].Addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 3, byte(i >> 8), byte(i)}), 8080)
+		})
+		tables[i] = cur
+	}
+	before := r.KernelCounters()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r.Update(tables[i])
+		if err := r.SyncNow(false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	after := r.KernelCounters()
+	b.ReportMetric(float64(after.Messages-before.Messages)/float64(b.N), "msgs/op")
+	b.ReportMetric(float64(after.Elements-before.Elements)/float64(b.N), "elements/op")
+}
