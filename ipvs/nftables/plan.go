@@ -222,6 +222,7 @@ func (r *Reconciler) record(ops []Op) {
 		if as == nil {
 			as = &appliedService{}
 			r.applied[k] = as
+			r.keysChanged = true
 		}
 		switch op.Kind {
 		case AddChain:
@@ -290,6 +291,7 @@ func (r *Reconciler) record(ops []Op) {
 		}
 		if as.empty() {
 			delete(r.applied, k)
+			r.keysChanged = true
 		}
 	}
 }

@@ -29,7 +29,7 @@ type Reconciler struct {
 	ct     Conntrack
 	runner *runner.Runner
 
-	mu           sync.Mutex // guards the fields down to ownedKeys
+	mu           sync.Mutex // guards the fields down to refusedPub
 	desired      *vip.Table // latest Update; nil until the first
 	resyncWanted bool
 	programmed   *vip.Table
@@ -48,7 +48,10 @@ type Reconciler struct {
 	lastFull  time.Time
 	lastDrain time.Time
 	prev      *vip.Table // desired table of the last sync
-	refused   map[vip.ServiceKey]string
+	// keysChanged: services were added to or removed from applied since
+	// the owned keys were last published.
+	keysChanged bool
+	refused     map[vip.ServiceKey]string
 	// draining holds the backends that stopped taking new connections
 	// and when.
 	draining map[drainKey]time.Time
@@ -484,6 +487,7 @@ func (r *Reconciler) adopt(rs *Ruleset) {
 	}
 	r.applied = applied
 	r.adopted = true
+	r.keysChanged = true
 }
 
 // candidates returns the service keys to look at: every desired and applied
@@ -682,9 +686,13 @@ func (r *Reconciler) publish(desired *vip.Table, partial bool) {
 	for k, why := range r.refused {
 		refused[k] = why
 	}
-	owned := make(map[vip.ServiceKey]bool, len(r.applied))
-	for k := range r.applied {
-		owned[k] = true
+	var owned map[vip.ServiceKey]bool
+	if r.keysChanged || r.ownedKeys == nil {
+		owned = make(map[vip.ServiceKey]bool, len(r.applied))
+		for k := range r.applied {
+			owned[k] = true
+		}
+		r.keysChanged = false
 	}
 	draining := map[vip.ServiceKey]map[netip.AddrPort]bool{}
 	for dk := range r.draining {
@@ -696,7 +704,9 @@ func (r *Reconciler) publish(desired *vip.Table, partial bool) {
 	r.mu.Lock()
 	changed := r.programmed != prog
 	r.programmed = prog
-	r.ownedKeys = owned
+	if owned != nil {
+		r.ownedKeys = owned
+	}
 	r.refusedPub = refused
 	r.drainingPub = draining
 	r.stats.Services = len(r.applied)
