@@ -542,17 +542,16 @@ func (d *decoder) delta() *deltaMsg {
 	if d.err == nil && m.Base >= m.Seq {
 		d.fail("base %d not below seq %d", m.Base, m.Seq)
 	}
-	seen := map[vip.RegKey]bool{}
+	seen := newKeySet()
 	n := d.count("removed keys", minKeyBytes)
 	if n > 0 {
 		m.Removed = make([]vip.RegKey, 0, n)
 	}
 	for i := 0; i < n && d.err == nil; i++ {
 		k := d.regKey()
-		if seen[k] {
+		if !seen.add(k) {
 			d.fail("key %v twice", k)
 		}
-		seen[k] = true
 		m.Removed = append(m.Removed, k)
 	}
 	n = d.count("registrations", minRegistrationBytes)
@@ -561,10 +560,8 @@ func (d *decoder) delta() *deltaMsg {
 	}
 	for i := 0; i < n && d.err == nil; i++ {
 		r := d.registration()
-		if k := r.Key(); seen[k] {
-			d.fail("key %v twice", k)
-		} else {
-			seen[k] = true
+		if !seen.add(r.Key()) {
+			d.fail("key %v twice", r.Key())
 		}
 		m.Set = append(m.Set, r)
 	}
@@ -721,4 +718,38 @@ func fullDelta(r *record, layout uint8) *deltaMsg {
 		}
 	}
 	return d
+}
+
+// keySet finds duplicate keys in a message: a short list while small (a
+// gossiped delta usually holds one or two keys), a map beyond.
+type keySet struct {
+	few  []vip.RegKey
+	many map[vip.RegKey]bool
+}
+
+func newKeySet() *keySet { return &keySet{} }
+
+// add reports whether k was not in the set, and adds it.
+func (s *keySet) add(k vip.RegKey) bool {
+	if s.many != nil {
+		if s.many[k] {
+			return false
+		}
+		s.many[k] = true
+		return true
+	}
+	for _, x := range s.few {
+		if x == k {
+			return false
+		}
+	}
+	s.few = append(s.few, k)
+	if len(s.few) > 8 {
+		s.many = make(map[vip.RegKey]bool, 2*len(s.few))
+		for _, x := range s.few {
+			s.many[x] = true
+		}
+		s.few = nil
+	}
+	return true
 }

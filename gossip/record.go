@@ -84,7 +84,8 @@ type regEntry struct {
 
 // newRegEntry encodes r (normalised) once and derives the entry.
 func newRegEntry(r vip.Registration) regEntry {
-	var e encoder
+	var buf [192]byte
+	e := encoder{b: buf[:0]}
 	e.regKey(r.Key())
 	kh := fnv64(e.b)
 	e.regRest(&r)
@@ -93,7 +94,8 @@ func newRegEntry(r vip.Registration) regEntry {
 
 // keyHashOf returns the page hash of k.
 func keyHashOf(k vip.RegKey) uint64 {
-	var e encoder
+	var buf [128]byte
+	e := encoder{b: buf[:0]}
 	e.regKey(k)
 	return fnv64(e.b)
 }
