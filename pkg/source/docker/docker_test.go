@@ -227,18 +227,19 @@ func TestDockerContainerLifecycle(t *testing.T) {
 	}
 	labels := map[string]string{"l4lb.vip.8080": "/dcos-101/app2:10000", "l4lb.framework": "dcos-101", "l4lb.public": "true"}
 
-	// Each deadline runs from the call that makes the change (docker
-	// start, not the create before it).
+	// A start's deadline runs from when docker start returned: the engine
+	// emits the start event just before it answers. The other deadlines
+	// run from the call.
 	a := e.create(box{name: "app-a", labels: labels, publish: []string{"8080/tcp"}})
-	start := time.Now()
 	e.start(a)
+	start := time.Now()
 	keyA := published("/dcos-101/app2:10000", e.hostPort(a, "8080/tcp"))
 	took := c.waitFor("one container published", start, reportWithin, exactly(keyA))
-	t.Logf("one container: reported %s after docker start was called", took)
+	t.Logf("one container: reported %s after docker start returned", took)
 
 	b := e.create(box{name: "app-b", labels: labels, publish: []string{"8080/tcp"}})
-	start = time.Now()
 	e.start(b)
+	start = time.Now()
 	keyB := published("/dcos-101/app2:10000", e.hostPort(b, "8080/tcp"))
 	c.waitFor("two containers published", start, reportWithin, exactly(keyA, keyB))
 

@@ -368,7 +368,10 @@ func (s *Source) follow(ctx context.Context, report func([]Backend, []string), r
 	s.mu.Unlock()
 	s.log.Infof("following the Docker engine at %s: %d backends", s.stats.Endpoint, n)
 
-	dirty := map[string]next{} // container ID -> what its latest event asks; "" when networks changed
+	dirty := map[string]next{}                // container ID -> what its latest event asks; "" when networks changed
+	gens := &lookGens{m: map[string]uint64{}} // see dispatch
+	sem := make(chan struct{}, inspectWorkers)
+	looked := make(chan batch)
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	settling := false
@@ -405,12 +408,123 @@ func (s *Source) follow(ctx context.Context, report func([]Backend, []string), r
 			}
 		case <-settle.C:
 			settling = false
-			if err := s.apply(ctx, dirty, report); err != nil {
+			if err := s.dispatch(ctx, dirty, gens, sem, looked, report); err != nil {
 				return true, err
 			}
-			clear(dirty)
+			dirty = map[string]next{}
+		case r := <-looked:
+			if err := s.applyLooks(ctx, r, gens, report); err != nil {
+				return true, err
+			}
 		}
 	}
+}
+
+// batch is the inspections of one settled burst of events, with the
+// generation of each container when they were asked for.
+type batch struct {
+	looks []look
+	gens  map[string]uint64
+}
+
+// lookGens numbers the looks in flight: m maps each container with a look
+// in flight to the number of the newest one. A look whose number is not
+// there any more was overtaken by a newer look or a withdrawal and is
+// dropped. It belongs to follow's loop.
+type lookGens struct {
+	seq uint64
+	m   map[string]uint64
+}
+
+// dispatch acts on one settled burst of events: it withdraws at once the
+// containers that stopped serving, and starts inspecting the others
+// without waiting, so that events keep being read meanwhile; applyLooks
+// applies the inspections when they come back.
+func (s *Source) dispatch(ctx context.Context, dirty map[string]next, gens *lookGens, sem chan struct{}, looked chan<- batch, report func([]Backend, []string)) error {
+	if dirty[""] != 0 {
+		if err := s.refreshNetworks(ctx); err != nil {
+			return err
+		}
+	}
+	var ids, gone []string
+	for id, what := range dirty {
+		if id == "" {
+			continue
+		}
+		if what == withdraw {
+			delete(gens.m, id)
+			gone = append(gone, id)
+		} else {
+			gens.seq++
+			gens.m[id] = gens.seq
+			ids = append(ids, id)
+		}
+	}
+	if len(gone) > 0 {
+		s.mu.Lock()
+		for _, id := range gone {
+			s.forget(id)
+		}
+		set, removed := s.book.commit()
+		s.mu.Unlock()
+		report(set, removed)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	slices.Sort(ids)
+	b := batch{gens: make(map[string]uint64, len(ids))}
+	for _, id := range ids {
+		b.gens[id] = gens.m[id]
+	}
+	go func() {
+		b.looks = s.inspectWith(ctx, ids, sem)
+		select {
+		case looked <- b:
+		case <-ctx.Done():
+		}
+	}()
+	return nil
+}
+
+// inspectWith inspects the containers ids, at most cap(sem) at a time
+// across all the batches in flight.
+func (s *Source) inspectWith(ctx context.Context, ids []string, sem chan struct{}) []look {
+	out := make([]look, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				out[i] = look{id: id, err: ctx.Err()}
+				return
+			}
+			defer func() { <-sem }()
+			r, err := s.cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+			out[i] = look{id: id, c: r.Container, err: err}
+			if err != nil && cerrdefs.IsNotFound(err) {
+				out[i] = look{id: id, gone: true}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// applyLooks applies the inspections of one batch that no newer look has
+// overtaken, and reports what changed.
+func (s *Source) applyLooks(ctx context.Context, b batch, gens *lookGens, report func([]Backend, []string)) error {
+	var current []look
+	for _, l := range b.looks {
+		if n, ok := gens.m[l.id]; ok && n == b.gens[l.id] {
+			delete(gens.m, l.id)
+			current = append(current, l)
+		}
+	}
+	return s.applyCurrent(ctx, current, report)
 }
 
 // note records what one event asks to look at again.
@@ -509,32 +623,6 @@ type look struct {
 	err  error
 }
 
-// inspect inspects the containers ids, a few at a time.
-func (s *Source) inspect(ctx context.Context, ids []string) []look {
-	out := make([]look, len(ids))
-	next := atomic.Int64{}
-	var wg sync.WaitGroup
-	for range min(inspectWorkers, len(ids)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(ids) {
-					return
-				}
-				r, err := s.cli.ContainerInspect(ctx, ids[i], client.ContainerInspectOptions{})
-				out[i] = look{id: ids[i], c: r.Container, err: err}
-				if err != nil && cerrdefs.IsNotFound(err) {
-					out[i] = look{id: ids[i], gone: true}
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return out
-}
-
 // refreshNetworks reads the engine's networks.
 func (s *Source) refreshNetworks(ctx context.Context) error {
 	r, err := s.cli.NetworkList(ctx, client.NetworkListOptions{})
@@ -570,7 +658,7 @@ func (s *Source) relist(ctx context.Context, report func([]Backend, []string)) e
 			}
 		}
 	}
-	looks := s.inspect(ctx, ids)
+	looks := s.inspectWith(ctx, ids, make(chan struct{}, inspectWorkers))
 	for _, l := range looks {
 		if l.err != nil {
 			return fmt.Errorf("inspect container %s: %w", l.id, l.err)
@@ -600,27 +688,8 @@ func (s *Source) relist(ctx context.Context, report func([]Backend, []string)) e
 	return nil
 }
 
-// apply inspects the containers that events named and reports what
-// changed.
-func (s *Source) apply(ctx context.Context, dirty map[string]next, report func([]Backend, []string)) error {
-	if dirty[""] != 0 {
-		if err := s.refreshNetworks(ctx); err != nil {
-			return err
-		}
-	}
-	ids := make([]string, 0, len(dirty))
-	var gone []string
-	for id, what := range dirty {
-		switch {
-		case id == "":
-		case what == withdraw:
-			gone = append(gone, id)
-		default:
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	looks := s.inspect(ctx, ids)
+// applyCurrent applies inspections and reports what changed.
+func (s *Source) applyCurrent(ctx context.Context, looks []look, report func([]Backend, []string)) error {
 	// A network the source has not seen yet (created while it looked
 	// away) is read before deciding.
 	s.mu.Lock()
@@ -644,9 +713,6 @@ func (s *Source) apply(ctx context.Context, dirty map[string]next, report func([
 	}
 	var errs []error
 	s.mu.Lock()
-	for _, id := range gone {
-		s.forget(id)
-	}
 	for _, l := range looks {
 		if l.err != nil {
 			errs = append(errs, fmt.Errorf("inspect container %s: %w", l.id, l.err))
