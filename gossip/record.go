@@ -118,12 +118,27 @@ func pageOf(keyHash uint64, layout uint8) int {
 	return int(keyHash >> (64 - layout))
 }
 
-// page is one page of a record.
+// page is one page of a record. Its registrations are a short unsorted
+// list (a page holds about 24 on average, at most a few hundred), searched
+// by key hash then key: a map per page cost eight slots of memory for a
+// one-registration record, which with a thousand nodes each holding a
+// thousand records was gigabytes for the garbage collector to scan.
 type page struct {
 	// seq is the Seq at which the page last changed (on the owner; on a
 	// copy, the Seq that last brought it).
 	seq  uint64
-	regs map[vip.RegKey]regEntry
+	regs []regEntry
+}
+
+// find returns the index of k in p, or -1.
+func (p *page) find(k *vip.RegKey, keyHash uint64) int {
+	for i := range p.regs {
+		e := &p.regs[i]
+		if e.keyHash == keyHash && e.reg.VIP == k.VIP && e.reg.Framework == k.Framework && e.reg.Backend == k.Backend {
+			return i
+		}
+	}
+	return -1
 }
 
 // nodeRecord is one node's registrations at one version, paged. The
@@ -145,23 +160,25 @@ func newNodeRecord(v Version, layout uint8) *nodeRecord {
 
 func (r *nodeRecord) get(k vip.RegKey, keyHash uint64) (regEntry, bool) {
 	p := &r.pages[pageOf(keyHash, r.layout)]
-	e, ok := p.regs[k]
-	return e, ok
+	if i := p.find(&k, keyHash); i >= 0 {
+		return p.regs[i], true
+	}
+	return regEntry{}, false
 }
 
 // put stores e (replacing what had its key) in a page changed at seq.
 func (r *nodeRecord) put(e regEntry, seq uint64) {
 	p := &r.pages[pageOf(e.keyHash, r.layout)]
-	if p.regs == nil {
-		p.regs = make(map[vip.RegKey]regEntry)
-	}
 	k := e.reg.Key()
-	if old, ok := p.regs[k]; ok {
+	if i := p.find(&k, e.keyHash); i >= 0 {
+		old := p.regs[i]
 		r.bytes -= old.size
 		r.sum ^= old.hash
 		r.count--
+		p.regs[i] = e
+	} else {
+		p.regs = append(p.regs, e)
 	}
-	p.regs[k] = e
 	p.seq = seq
 	r.bytes += e.size
 	r.sum ^= e.hash
@@ -171,11 +188,18 @@ func (r *nodeRecord) put(e regEntry, seq uint64) {
 // del drops the registration with key k, if held, in a page changed at seq.
 func (r *nodeRecord) del(k vip.RegKey, keyHash uint64, seq uint64) (regEntry, bool) {
 	p := &r.pages[pageOf(keyHash, r.layout)]
-	old, ok := p.regs[k]
-	if !ok {
+	i := p.find(&k, keyHash)
+	if i < 0 {
 		return regEntry{}, false
 	}
-	delete(p.regs, k)
+	old := p.regs[i]
+	last := len(p.regs) - 1
+	p.regs[i] = p.regs[last]
+	p.regs[last] = regEntry{}
+	p.regs = p.regs[:last]
+	if len(p.regs) == 0 {
+		p.regs = nil
+	}
 	p.seq = seq
 	r.bytes -= old.size
 	r.sum ^= old.hash
@@ -193,12 +217,9 @@ func (r *nodeRecord) repage(layout uint8, seq uint64) {
 		r.pages[i].seq = seq
 	}
 	for _, p := range old {
-		for k, e := range p.regs {
+		for _, e := range p.regs {
 			np := &r.pages[pageOf(e.keyHash, layout)]
-			if np.regs == nil {
-				np.regs = make(map[vip.RegKey]regEntry)
-			}
-			np.regs[k] = e
+			np.regs = append(np.regs, e)
 		}
 	}
 }

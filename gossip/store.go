@@ -595,8 +595,8 @@ func (s *store) applyPages(p *pagesMsg, now time.Time) (mergeOutcome, bool) {
 		if !p.Full {
 			keys := make([]vip.RegKey, 0, len(pg.regs))
 			hashes := make([]uint64, 0, len(pg.regs))
-			for k, re := range pg.regs {
-				keys = append(keys, k)
+			for _, re := range pg.regs {
+				keys = append(keys, re.reg.Key())
 				hashes = append(hashes, re.keyHash)
 			}
 			for i, k := range keys {
