@@ -39,7 +39,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.GossipLabel, "gossip-label", "", "cluster label: agents with different labels ignore each other")
 	fs.StringVar(&o.ServicesDir, "services-dir", "", "directory of JSON backend files (e.g. /etc/l4lb/services.d) to publish, watched for changes")
 	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/l4lb", "directory for what must survive a restart (registrations, VIP address claims)")
-	fs.StringVar(&o.DataPlane, "dataplane", "ipvs", "ipvs: program this node's kernel; none: serve DNS and the API only")
+	fs.StringVar(&o.DataPlane, "dataplane", "ipvs", "ipvs: program this node's kernel's IPVS; nftables: program table inet l4lb instead, for kernels without IPVS (give --dns-listen an address the host has); auto: IPVS where the kernel has it, else nftables; none: serve DNS and the API only")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", 30*time.Second, "period of the full IPVS resync that repairs drift")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 5*time.Minute, "longest time a withdrawn TCP backend drains before it is removed")
 	fs.BoolVar(&o.LeaveOnTerminate, "leave-on-terminate", false, "leave the cluster when stopped (SIGTERM, SIGINT): peers drop this node's backends at once. Without it a stop is a restart: the kernel keeps serving and nothing is withdrawn on purpose")

@@ -41,7 +41,7 @@ func TestCommandLineContract(t *testing.T) {
 		{"members, agent down", []string{"members", "-o", "json", "--api", "127.0.0.1:1"}, 1, "", "cannot reach the l4lb agent", true},
 		{"leave, agent down", []string{"leave", "--api", "127.0.0.1:1"}, 1, "", "cannot reach the l4lb agent", true},
 		{"members extra arg", []string{"members", "x"}, 2, "", "want no arguments", false},
-		{"agent bad dataplane", []string{"agent", "--dataplane", "ebpf", "--state-dir", "/nonexistent"}, 1, "", `--dataplane "ebpf": want ipvs or none`, true},
+		{"agent bad dataplane", []string{"agent", "--dataplane", "ebpf", "--state-dir", "/nonexistent"}, 1, "", `--dataplane "ebpf": want ipvs, nftables, auto or none`, true},
 		{"agent bad cidr", []string{"agent", "--vip-cidr", "11.0.0.1/8"}, 1, "", "host bits set", true},
 		{"agent bad ip vip cidrs", []string{"agent", "--ip-vip-cidrs", "10.0.0.0/8,nonsense"}, 1, "", `--ip-vip-cidrs "nonsense"`, true},
 		{"agent bad log level", []string{"agent", "--log-level", "loud"}, 1, "", "--log-level", true},

@@ -24,7 +24,7 @@ type apiAgent struct {
 	core    *Core
 	store   *source.Store
 	cluster *gossip.Cluster
-	plane   *ipvs.Reconciler // nil with --dataplane none
+	plane   DataPlane // nil with --dataplane none
 	checker *health.Checker
 	log     *logrus.Entry
 	// seeded says whether a seed was ever reached (nil: no seeds).

@@ -26,6 +26,7 @@ import (
 	"github.com/l4lb/l4lb/dns"
 	"github.com/l4lb/l4lb/gossip"
 	"github.com/l4lb/l4lb/ipvs"
+	"github.com/l4lb/l4lb/ipvs/nftables"
 	"github.com/l4lb/l4lb/pkg/api"
 	"github.com/l4lb/l4lb/pkg/health"
 	"github.com/l4lb/l4lb/pkg/source"
@@ -53,7 +54,7 @@ type Options struct {
 	Interface     string
 	ServicesDir   string
 	StateDir      string
-	DataPlane     string // "ipvs" or "none"
+	DataPlane     string // "ipvs", "nftables", "auto" (IPVS where the kernel has it, else nftables) or "none"
 	ResyncPeriod  time.Duration
 	DrainTimeout  time.Duration
 	// LeaveOnTerminate makes the end of Run a leave: peers drop this
@@ -74,8 +75,10 @@ func (o *Options) check() error {
 	if o.NodeName == "" {
 		return errors.New("--node-name is empty and the host name is unknown")
 	}
-	if o.DataPlane != "ipvs" && o.DataPlane != "none" {
-		return fmt.Errorf("--dataplane %q: want ipvs or none", o.DataPlane)
+	switch o.DataPlane {
+	case "ipvs", "nftables", "auto", "none":
+	default:
+		return fmt.Errorf("--dataplane %q: want ipvs, nftables, auto or none", o.DataPlane)
 	}
 	if o.StateDir == "" {
 		return errors.New("--state-dir is empty")
@@ -199,20 +202,17 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	var core *Core
-	var plane *ipvs.Reconciler
+	var plane DataPlane
 	coreCfg := CoreConfig{Node: o.NodeName, VIP: vipCfg, DNS: resolver, Claims: claims, Log: log,
 		StateMerged: stateMerged(cluster, len(o.Join) > 0, time.Now(), joinGrace)}
-	if o.DataPlane == "ipvs" {
-		pc := planeConfig(o, vipCfg, log)
-		pc.OnProgrammed = func(t *vip.Table) { core.Programmed(t) }
-		plane, err = ipvs.New(pc)
+	if o.DataPlane != "none" {
+		plane, o.DataPlane, err = openPlane(o, vipCfg, log, func(t *vip.Table) { core.Programmed(t) })
 		if err != nil {
 			return fmt.Errorf("data plane: %w", err)
 		}
 		// On every way out, after the goroutines have stopped: the
-		// kernel keeps serving (services, addresses, masquerade rules),
-		// so that a restart cuts nothing. `l4lb agent --cleanup` removes
-		// them.
+		// kernel keeps serving (services, addresses, rules), so that a
+		// restart cuts nothing. `l4lb agent --cleanup` removes them.
 		defer func() {
 			if err := plane.Close(false); err != nil {
 				log.WithError(err).Warn("data plane close failed")
@@ -306,8 +306,8 @@ func Run(ctx context.Context, o Options) error {
 			return nil
 		}
 		if err := resolver.Start(ctx); err != nil {
-			if o.DataPlane == "none" {
-				return fmt.Errorf("%w (with --dataplane none no dummy interface holds the DNS address: give --dns-listen an address this host has)", err)
+			if o.DataPlane != "ipvs" {
+				return fmt.Errorf("%w (with --dataplane %s no dummy interface holds the DNS address: give --dns-listen an address this host has)", err, o.DataPlane)
 			}
 			return err
 		}
@@ -439,6 +439,45 @@ func lockStateDir(dir string) (unlock func(), err error) {
 	return func() { f.Close() }, nil
 }
 
+// DataPlane programs this node's kernel from the desired table: IPVS
+// (*ipvs.Reconciler) or nftables (*nftables.Reconciler).
+type DataPlane interface {
+	TableSink
+	Run(ctx context.Context) error
+	Connections() map[vip.ServiceKey]map[netip.AddrPort]ipvs.Conns
+	Collector() prometheus.Collector
+	Close(clean bool) error
+}
+
+var (
+	_ DataPlane = (*ipvs.Reconciler)(nil)
+	_ DataPlane = (*nftables.Reconciler)(nil)
+)
+
+// openPlane opens the data plane o asks for, and says which it opened:
+// with "auto", IPVS where the kernel has it, else nftables.
+func openPlane(o Options, vipCfg vip.Config, log *logrus.Entry, programmed func(*vip.Table)) (DataPlane, string, error) {
+	if o.DataPlane == "ipvs" || o.DataPlane == "auto" {
+		pc := planeConfig(o, vipCfg, log)
+		pc.OnProgrammed = programmed
+		p, err := ipvs.New(pc)
+		if err == nil {
+			return p, "ipvs", nil
+		}
+		if o.DataPlane == "ipvs" || !errors.Is(err, ipvs.ErrNoIPVS) {
+			return nil, "", err
+		}
+		log.WithField("reason", err.Error()).Info("--dataplane auto: no IPVS in this kernel; using nftables")
+	}
+	p, err := nftables.New(nftables.Config{
+		ResyncPeriod: o.ResyncPeriod, DrainTimeout: o.DrainTimeout, Logger: log, OnProgrammed: programmed,
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return p, "nftables", nil
+}
+
 // planeConfig is the IPVS data plane's configuration for o.
 func planeConfig(o Options, vipCfg vip.Config, log *logrus.Entry) ipvs.Config {
 	var local []netip.Addr
@@ -455,8 +494,8 @@ func planeConfig(o Options, vipCfg vip.Config, log *logrus.Entry) ipvs.Config {
 }
 
 // Cleanup removes what l4lb holds in this node's kernel (IPVS services on
-// the dummy interface, its addresses, the masquerade rules), cutting the
-// connections through them: what an operator asks for when l4lb leaves the
+// the dummy interface, its addresses, the masquerade rules; or, with
+// nftables, table inet l4lb), cutting the connections through them: what an operator asks for when l4lb leaves the
 // node for good. Stopping the agent never does it. The state directory
 // (registrations, claims) is kept.
 func Cleanup(o Options) error {
@@ -464,10 +503,26 @@ func Cleanup(o Options) error {
 		o.Log = logrus.NewEntry(logrus.StandardLogger())
 	}
 	log := o.Log.WithField("node", o.NodeName)
-	if err := ipvs.Cleanup(planeConfig(o, vip.Config{Domain: o.Domain, V4: o.VIPCIDR, V6: o.VIP6CIDR}, log)); err != nil {
-		return err
+	if o.DataPlane == "ipvs" || o.DataPlane == "auto" {
+		err := ipvs.Cleanup(planeConfig(o, vip.Config{Domain: o.Domain, V4: o.VIPCIDR, V6: o.VIP6CIDR}, log))
+		switch {
+		case err == nil:
+			log.WithField("interface", o.Interface).Info("l4lb's IPVS state removed")
+			return nil
+		case o.DataPlane == "ipvs" || !errors.Is(err, ipvs.ErrNoIPVS):
+			return err
+		}
 	}
-	log.WithField("interface", o.Interface).Info("l4lb's kernel state removed")
+	if o.DataPlane == "nftables" || o.DataPlane == "auto" {
+		p, err := nftables.New(nftables.Config{KeepSysctls: true, Logger: log})
+		if err != nil {
+			return fmt.Errorf("clean up l4lb's nftables state: %w", err)
+		}
+		if err := p.Close(true); err != nil {
+			return fmt.Errorf("clean up l4lb's nftables state: %w", err)
+		}
+		log.WithField("table", "inet "+nftables.TableName).Info("l4lb's nftables state removed")
+	}
 	return nil
 }
 
