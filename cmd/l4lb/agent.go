@@ -38,6 +38,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.GossipKeyFile, "gossip-key-file", "", "file holding the base64-encoded 16, 24 or 32-byte gossip key (see l4lb keygen); without it gossip is not encrypted")
 	fs.StringVar(&o.GossipLabel, "gossip-label", "", "cluster label: agents with different labels ignore each other")
 	fs.StringVar(&o.ServicesDir, "services-dir", "", "directory of JSON backend files (e.g. /etc/l4lb/services.d) to publish, watched for changes")
+	fs.StringVar(&o.DockerEndpoint, "docker-endpoint", "", "follow the local Docker engine at this address (unix:///var/run/docker.sock, or DOCKER_HOST's forms) and publish the containers labelled l4lb.vip.<port>=<VIP> (see pkg/source/docker); off when empty")
 	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/l4lb", "directory for what must survive a restart (registrations, VIP address claims)")
 	fs.StringVar(&o.DataPlane, "dataplane", "ipvs", "ipvs: program this node's kernel's IPVS; nftables: program table inet l4lb instead, for kernels without IPVS (give --dns-listen an address the host has); auto: IPVS where the kernel has it, else nftables; none: serve DNS and the API only")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", 30*time.Second, "period of the full IPVS resync that repairs drift")

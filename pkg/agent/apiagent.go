@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -66,6 +67,24 @@ func (a *apiAgent) checkBackends(set []source.Local, removed []string) {
 func (a *apiAgent) update(src Source, set []source.Local, removed []string) {
 	a.core.Update(src, set, removed)
 	a.recheck(keysOf(set, removed))
+}
+
+// updateDocker applies a change of the Docker source: its backends and
+// Docker's health verdicts (a container with a HEALTHCHECK is healthy only
+// while Docker says so).
+func (a *apiAgent) updateDocker(set []source.Local, removed []string) {
+	fixed := map[string]vip.Health{}
+	var unfixed []string
+	for _, l := range set {
+		k := l.Key()
+		if b, ok := a.docker.Backend(k); ok && b.Health != "" {
+			fixed[k] = b.Health
+		} else {
+			unfixed = append(unfixed, k)
+		}
+	}
+	a.core.SetSourceHealth(fixed, append(unfixed, removed...))
+	a.update(SourceDocker, set, removed)
 }
 
 // replace makes set the whole of what src registers.
@@ -219,7 +238,25 @@ func (a *apiAgent) VIPs() api.VIPs {
 	if a.plane != nil {
 		conns = a.plane.Connections()
 	}
-	return vipsView(a.core.Table(), a.core.ProgrammedTable(), conns)
+	v := vipsView(a.core.Table(), a.core.ProgrammedTable(), conns)
+	if a.docker != nil {
+		// Local errors: containers this node cannot publish, and why. The
+		// table's errors are the table's: append to a copy.
+		v.Errors = slices.Clip(v.Errors)
+		st := a.docker.Stats()
+		names := make([]string, 0, len(st.Problems))
+		for n := range st.Problems {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			v.Errors = append(v.Errors, fmt.Sprintf("docker container %q on this node: %s", n, st.Problems[n]))
+		}
+		if !st.Connected && st.LastError != "" {
+			v.Errors = append(v.Errors, "docker engine on this node: "+st.LastError)
+		}
+	}
+	return v
 }
 
 // reload rereads the gossip key file and installs, switches to and removes

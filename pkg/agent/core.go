@@ -115,6 +115,7 @@ type Core struct {
 	mu         sync.Mutex
 	locals     map[string]*localEntry // by source.Local key
 	healthy    map[string]bool        // checked keys' health; missing: not checked yet
+	fixed      map[string]vip.Health  // health a source states (Docker's HEALTHCHECK), over any check
 	dirty      map[string]struct{}    // keys to look at on the next publish
 	dirtySince time.Time              // oldest change not yet published
 	publishErr error                  // why the last publication was refused, nil once one succeeds
@@ -169,7 +170,7 @@ func NewCore(cfg CoreConfig, cluster Cluster) *Core {
 	c := &Core{
 		cfg: cfg, cluster: cluster, log: cfg.Log.WithField("component", "agent"),
 		kick: make(chan struct{}, 1), toDNS: make(chan programmedTable, 1),
-		locals: map[string]*localEntry{}, healthy: map[string]bool{}, dirty: map[string]struct{}{},
+		locals: map[string]*localEntry{}, healthy: map[string]bool{}, fixed: map[string]vip.Health{}, dirty: map[string]struct{}{},
 		model: vip.NewModel(cfg.VIP), published: map[string]vip.Registration{}, names: map[vip.NameKey]map[string]struct{}{},
 	}
 	empty := vip.Derive(nil, nil, nil, nil)
@@ -308,6 +309,28 @@ func (c *Core) HealthChanged(h map[string]bool) {
 	c.Kick()
 }
 
+// SetSourceHealth records health that a source states for its backends
+// (Docker's HEALTHCHECK verdict): it wins over l4lb's own check. removed
+// keys go back to the check, or to healthy.
+func (c *Core) SetSourceHealth(set map[string]vip.Health, removed []string) {
+	c.mu.Lock()
+	for k, h := range set {
+		if old, ok := c.fixed[k]; ok && old == h {
+			continue
+		}
+		c.fixed[k] = h
+		c.markLocked(k)
+	}
+	for _, k := range removed {
+		if _, ok := c.fixed[k]; ok {
+			delete(c.fixed, k)
+			c.markLocked(k)
+		}
+	}
+	c.mu.Unlock()
+	c.Kick()
+}
+
 // ForgetHealth drops what is known of the health of keys whose check went.
 func (c *Core) ForgetHealth(keys []string) {
 	c.mu.Lock()
@@ -393,7 +416,9 @@ func (c *Core) publish() {
 		}
 		l := e.effective()
 		h := vip.Healthy
-		if l.Check.Kind != "" && !c.healthy[k] {
+		if fh, ok := c.fixed[k]; ok {
+			h = fh
+		} else if l.Check.Kind != "" && !c.healthy[k] {
 			h = vip.Unhealthy
 		}
 		want[k] = l.Registration(h)

@@ -8,6 +8,7 @@ import (
 	"github.com/l4lb/l4lb/dns"
 	"github.com/l4lb/l4lb/gossip"
 	"github.com/l4lb/l4lb/pkg/source"
+	"github.com/l4lb/l4lb/pkg/source/docker"
 )
 
 // newProgrammingHistogram is the network programming latency, per stage
@@ -28,6 +29,7 @@ type statsSources struct {
 	members func() []gossip.Member
 	dns     func() dns.Stats
 	dir     func() source.DirStats
+	docker  func() docker.Stats
 }
 
 // collector turns the components' Stats into Prometheus metrics when
@@ -63,6 +65,12 @@ func newCollector(src statsSources) *collector {
 		"local_backends":         d("local_backends", "Backends this node publishes."),
 		"publish_refused":        d("publish_refused", "1 while gossip refuses this node's backends (over the record limit): /readyz says why."),
 		"prog_latency":           d("network_programming_latency_seconds", "Time from a change of the cluster state reaching this node to the change being in this node's kernel (last sync)."),
+		"docker_connected":       d("docker_connected", "1 while the Docker engine's event stream is followed."),
+		"docker_containers":      d("docker_containers", "Running containers with l4lb labels."),
+		"docker_backends":        d("docker_backends", "Backends published from Docker containers."),
+		"docker_problems":        d("docker_unpublished_containers", "Labelled containers not published (bad labels, or unreachable from other nodes): l4lb vips says why."),
+		"docker_unroutable":      d("docker_unroutable_total", "Times a labelled container was found unreachable by other nodes."),
+		"docker_bad_labels":      d("docker_bad_labels_total", "Times a container's l4lb labels could not be read."),
 		"services_dir_errors":    d("services_dir_bad_files", "Files of the services directory that are bad now (skipped)."),
 		"services_dir_bad_loads": d("services_dir_bad_loads_total", "Times a services directory file was read and found bad."),
 	}}
@@ -154,5 +162,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		s := c.src.dir()
 		gauge("services_dir_errors", float64(len(s.BadFiles)))
 		counter("services_dir_bad_loads", float64(s.BadLoads))
+	}
+	if c.src.docker != nil {
+		s := c.src.docker()
+		connected := 0.0
+		if s.Connected {
+			connected = 1
+		}
+		gauge("docker_connected", connected)
+		gauge("docker_containers", float64(s.Containers))
+		gauge("docker_backends", float64(s.Backends))
+		gauge("docker_problems", float64(len(s.Problems)))
+		counter("docker_unroutable", float64(s.Unroutable))
+		counter("docker_bad_labels", float64(s.BadLabels))
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/l4lb/l4lb/pkg/api"
 	"github.com/l4lb/l4lb/pkg/health"
 	"github.com/l4lb/l4lb/pkg/source"
+	"github.com/l4lb/l4lb/pkg/source/docker"
 	"github.com/l4lb/l4lb/vip"
 )
 
@@ -53,10 +54,13 @@ type Options struct {
 	IPVIPCIDRs    []netip.Prefix // ranges of IP VIPs, masqueraded like named ones
 	Interface     string
 	ServicesDir   string
-	StateDir      string
-	DataPlane     string // "ipvs", "nftables", "auto" (IPVS where the kernel has it, else nftables) or "none"
-	ResyncPeriod  time.Duration
-	DrainTimeout  time.Duration
+	// DockerEndpoint, when set, makes the local Docker engine a backend
+	// source: containers labelled l4lb.vip.<port>=<VIP spec>.
+	DockerEndpoint string
+	StateDir       string
+	DataPlane      string // "ipvs", "nftables", "auto" (IPVS where the kernel has it, else nftables) or "none"
+	ResyncPeriod   time.Duration
+	DrainTimeout   time.Duration
 	// LeaveOnTerminate makes the end of Run a leave: peers drop this
 	// node's backends at once. Without it, stopping is a restart: the
 	// kernel keeps serving and peers find out through failure detection.
@@ -273,6 +277,24 @@ func Run(ctx context.Context, o Options) error {
 			})
 		})
 	}
+	if o.DockerEndpoint != "" {
+		addr, err := nodeAddr(o)
+		if err != nil {
+			cancel()
+			return err
+		}
+		ds, err := docker.New(docker.Config{Endpoint: o.DockerEndpoint, NodeAddr: addr, Log: log})
+		if err != nil {
+			cancel()
+			return fmt.Errorf("docker source: %w", err)
+		}
+		a.docker = ds
+		src.docker = ds.Stats
+		goRun("docker source", func() error {
+			defer ds.Close()
+			return ds.Run(ctx, a.updateDocker)
+		})
+	}
 	reg.MustRegister(newCollector(src), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if plane != nil {
 		goRun("data plane", func() error { return plane.Run(ctx) })
@@ -476,6 +498,17 @@ func openPlane(o Options, vipCfg vip.Config, log *logrus.Entry, programmed func(
 		return nil, "", err
 	}
 	return p, "nftables", nil
+}
+
+// nodeAddr is this node's address as other nodes reach it: --advertise,
+// else --bind when it names one address.
+func nodeAddr(o Options) (netip.Addr, error) {
+	for _, s := range []string{o.Advertise, o.Bind} {
+		if a, err := netip.ParseAddr(s); err == nil && !a.IsUnspecified() {
+			return a.Unmap(), nil
+		}
+	}
+	return netip.Addr{}, errors.New("--docker-endpoint needs this node's address for containers' published ports: give --advertise (or --bind an address)")
 }
 
 // planeConfig is the IPVS data plane's configuration for o.
