@@ -230,7 +230,9 @@ func (s *Source) Close() error { return s.cli.Close() }
 // When the engine cannot be reached, Run retries with backoff and keeps the
 // backends for the grace period, then withdraws them; on reconnection it
 // lists the containers again and follows the events from where it stopped.
-// onChange gets slices of its own and must not call Run.
+// onChange gets slices of its own and must not call Run. It may call the
+// Source's other methods: Backend, Backends, DockerHealth and Owner then
+// agree with the report it is given (only Run's goroutine changes them).
 func (s *Source) Run(ctx context.Context, onChange func(set []source.Local, removed []string)) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("docker source: Run called twice")
