@@ -10,9 +10,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/l4lb/l4lb/cmd/l4lb/internal/config"
 	"github.com/l4lb/l4lb/pkg/agent"
 	"github.com/l4lb/l4lb/pkg/api"
-	"github.com/l4lb/l4lb/pkg/config"
 )
 
 func runAgent(args []string, stdout, stderr io.Writer) error {
