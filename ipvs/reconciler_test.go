@@ -13,8 +13,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/l4lb/l4lb/ipvs/internal/runner"
 	"github.com/l4lb/l4lb/ipvs/ipvstest"
-	"github.com/l4lb/l4lb/pkg/runner"
 	"github.com/l4lb/l4lb/vip"
 )
 

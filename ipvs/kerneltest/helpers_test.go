@@ -13,8 +13,8 @@ import (
 
 	"github.com/l4lb/l4lb/integration/bed"
 	"github.com/l4lb/l4lb/ipvs"
+	"github.com/l4lb/l4lb/ipvs/internal/runner"
 	"github.com/l4lb/l4lb/ipvs/ipvstest"
-	"github.com/l4lb/l4lb/pkg/runner"
 	"github.com/l4lb/l4lb/vip"
 )
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/l4lb/l4lb/pkg/runner"
+	"github.com/l4lb/l4lb/ipvs/internal/runner"
 	"github.com/l4lb/l4lb/vip"
 )
 

@@ -16,7 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/l4lb/l4lb/ipvs"
-	"github.com/l4lb/l4lb/pkg/runner"
+	"github.com/l4lb/l4lb/ipvs/internal/runner"
 	"github.com/l4lb/l4lb/vip"
 )
 

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/l4lb/l4lb/ipvs"
+	"github.com/l4lb/l4lb/ipvs/internal/runner"
 	"github.com/l4lb/l4lb/ipvs/ipvstest"
 	"github.com/l4lb/l4lb/ipvs/nftables"
-	"github.com/l4lb/l4lb/pkg/runner"
 	"github.com/l4lb/l4lb/vip"
 )
 
