@@ -137,7 +137,7 @@ func (a *apiAgent) Register(e source.Entry) (bool, string, error) {
 	a.regMu.Lock()
 	defer a.regMu.Unlock()
 	if _, held := a.store.Get(l.Key()); !held {
-		if err := a.core.CanAdd(1); err != nil {
+		if err := a.core.CanAdd([]source.Local{l}); err != nil {
 			return false, l.Key(), &api.FullError{Err: err}
 		}
 	}

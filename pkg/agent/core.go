@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -69,10 +70,10 @@ type CoreConfig struct {
 	// handed a table: a restarted agent must not program an empty or
 	// partial table over what the kernel holds. nil means merged.
 	StateMerged func() (bool, string)
-	// MaxBackends is the most backends this node may publish (what one
-	// gossip record holds); 0 for no limit. CanAdd refuses past it, so that
-	// nothing is accepted that cannot be served.
-	MaxBackends int
+	// Room says whether this node's gossip record can take more
+	// registrations (*gossip.Cluster.Room); nil for no limit. CanAdd asks
+	// it, so that nothing is accepted that cannot be served.
+	Room func(add []vip.Registration) error
 	// Observe, when set, is told how long each stage of network
 	// programming took (see Stage).
 	Observe func(stage Stage, d time.Duration)
@@ -269,27 +270,38 @@ func (c *Core) markLocked(key string) {
 	c.dirty[key] = struct{}{}
 }
 
-// CanAdd returns an error when n more backends would take this node past
-// MaxBackends.
-func (c *Core) CanAdd(n int) error {
-	if c.cfg.MaxBackends <= 0 {
+// CanAdd returns an error when this node cannot publish ls besides what
+// it publishes: its gossip record would pass a limit.
+func (c *Core) CanAdd(ls []source.Local) error {
+	if c.cfg.Room == nil {
 		return nil
 	}
-	c.mu.Lock()
-	have := len(c.locals)
-	c.mu.Unlock()
-	if have+n > c.cfg.MaxBackends {
-		return &CapacityError{Have: have, Max: c.cfg.MaxBackends}
+	regs := make([]vip.Registration, len(ls))
+	for i, l := range ls {
+		regs[i] = l.Registration(vip.Healthy)
+		if regs[i].VIP.Named() {
+			// A claim takes its room too: an address and an instant.
+			regs[i].Claim = vip.Claim{Addr: netip.IPv6Unspecified(), Since: c.cfg.Now()}
+		}
+	}
+	if err := c.cfg.Room(regs); err != nil {
+		return &CapacityError{Have: c.LocalCount(), Err: err}
 	}
 	return nil
 }
 
-// CapacityError says a node holds as many backends as it can publish.
-type CapacityError struct{ Have, Max int }
+// CapacityError says a node publishes as many backends as its gossip
+// record holds.
+type CapacityError struct {
+	Have int
+	Err  error
+}
 
 func (e *CapacityError) Error() string {
-	return fmt.Sprintf("this node publishes %d backends, the most one node can (%d): remove some before adding more", e.Have, e.Max)
+	return fmt.Sprintf("this node publishes %d backends and cannot publish more (%v): remove some before adding others", e.Have, e.Err)
 }
+
+func (e *CapacityError) Unwrap() error { return e.Err }
 
 // HealthChanged records checked backends' health (key -> healthy) and
 // republishes those keys.

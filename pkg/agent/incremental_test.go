@@ -8,6 +8,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/l4lb/l4lb/gossip"
 	"github.com/l4lb/l4lb/pkg/api"
 	"github.com/l4lb/l4lb/pkg/source"
 	"github.com/l4lb/l4lb/vip"
@@ -163,7 +164,12 @@ func samePublished(t *testing.T, st vip.ClusterState, want map[string]vip.Regist
 // nothing; one already held may still be replaced.
 func TestRegistrationPastTheLimitIsRefused(t *testing.T) {
 	a, cl := newAPIAgent(t)
-	a.core.cfg.MaxBackends = 2
+	a.core.cfg.Room = func(add []vip.Registration) error {
+		if n := a.core.LocalCount() + len(add); n > 2 {
+			return fmt.Errorf("%w: %d registrations, over 2", gossip.ErrRecordFull, n)
+		}
+		return nil
+	}
 	for i := 1; i <= 2; i++ {
 		if _, _, err := a.Register(source.Entry{VIP: "/app:80", Backend: fmt.Sprintf("10.0.0.%d:80", i)}); err != nil {
 			t.Fatal(err)
@@ -171,8 +177,8 @@ func TestRegistrationPastTheLimitIsRefused(t *testing.T) {
 	}
 	_, _, err := a.Register(source.Entry{VIP: "/app:80", Backend: "10.0.0.3:80"})
 	var full *api.FullError
-	if !errors.As(err, &full) {
-		t.Fatalf("third backend: err = %v, want a FullError", err)
+	if !errors.As(err, &full) || !errors.Is(err, gossip.ErrRecordFull) {
+		t.Fatalf("third backend: err = %v, want a FullError wrapping gossip.ErrRecordFull", err)
 	}
 	if _, ok := a.store.Get(source.KeyOf(vip.Spec{Protocol: vip.TCP, Name: "/app", Port: 80}, netip.MustParseAddrPort("10.0.0.3:80"))); ok {
 		t.Error("a refused registration was stored")

@@ -228,7 +228,7 @@ func Run(ctx context.Context, o Options) error {
 	progHist := newProgrammingHistogram()
 	reg.MustRegister(progHist)
 	coreCfg.Observe = func(s Stage, d time.Duration) { progHist.WithLabelValues(string(s)).Observe(d.Seconds()) }
-	coreCfg.MaxBackends = gossip.MaxRegistrations
+	coreCfg.Room = cluster.Room
 	core = NewCore(coreCfg, cluster)
 	checker := health.New(health.Config{Log: log, OnChange: func(key string, healthy bool, reason string) {
 		core.HealthChanged(map[string]bool{key: healthy})
