@@ -74,6 +74,10 @@ type CoreConfig struct {
 	// registrations (*gossip.Cluster.Room); nil for no limit. CanAdd asks
 	// it, so that nothing is accepted that cannot be served.
 	Room func(add []vip.Registration) error
+	// MinRebuildInterval is the least time between two rebuilds of the
+	// desired table; cluster changes that come faster are merged into the
+	// next one. 0 rebuilds on every change.
+	MinRebuildInterval time.Duration
 	// Observe, when set, is told how long each stage of network
 	// programming took (see Stage).
 	Observe func(stage Stage, d time.Duration)
@@ -168,6 +172,9 @@ func NewCore(cfg CoreConfig, cluster Cluster) *Core {
 	if cfg.Claims == nil {
 		cfg.Claims = NewClaimBook("")
 	}
+	if cfg.MinRebuildInterval < 0 {
+		cfg.MinRebuildInterval = 0
+	}
 	c := &Core{
 		cfg: cfg, cluster: cluster, log: cfg.Log.WithField("component", "agent"),
 		kick: make(chan struct{}, 1), toDNS: make(chan programmedTable, 1),
@@ -194,6 +201,19 @@ func (c *Core) Run(ctx context.Context) error {
 	// bring no change to signal.
 	poll := time.NewTicker(100 * time.Millisecond)
 	defer poll.Stop()
+	// Cluster changes are applied at once when the last rebuild is
+	// MinRebuildInterval old; those that come sooner wait for it and are
+	// applied together (kube-proxy's bounded-frequency runner): a burst
+	// costs a few rebuilds, a lone change no delay.
+	var last time.Time
+	wait := time.NewTimer(time.Hour)
+	wait.Stop()
+	waiting := false
+	apply := func() {
+		last = time.Now()
+		c.rebuild(c.cfg.Now())
+		c.publish()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -201,8 +221,18 @@ func (c *Core) Run(ctx context.Context) error {
 		case <-c.kick:
 			c.publish()
 		case <-c.cluster.Changes():
-			c.rebuild(c.cfg.Now())
-			c.publish()
+			if waiting {
+				continue // the pending rebuild takes this change too
+			}
+			if d := c.cfg.MinRebuildInterval - time.Since(last); d > 0 {
+				waiting = true
+				wait.Reset(d)
+				continue
+			}
+			apply()
+		case <-wait.C:
+			waiting = false
+			apply()
 		case <-poll.C:
 			if c.merged.Load() {
 				poll.Stop()

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/l4lb/l4lb/gossip"
 	"github.com/l4lb/l4lb/pkg/api"
@@ -216,5 +217,53 @@ func TestRefusedPublicationMakesTheNodeNotReady(t *testing.T) {
 	sort.Strings(keys)
 	if keys[0] != "10.0.0.1:80" {
 		t.Errorf("published %v", keys)
+	}
+}
+
+// A burst of cluster changes is applied in few rebuilds, and all of it is
+// applied; a lone change on an idle core is applied without waiting for
+// the interval.
+func TestBurstsOfChangesAreMerged(t *testing.T) {
+	var net fakeNet
+	dns := &sink{}
+	start := func(node string, cfg CoreConfig) (*Core, *fakeCluster) {
+		cl := net.join(node)
+		cfg.Node = node
+		return startCore(t, cfg, cl), cl
+	}
+	_, _ = start("node1", CoreConfig{DNS: dns, MinRebuildInterval: 200 * time.Millisecond})
+	other := net.join("node2")
+	eventually(t, "first table", func() bool { return dns.count() > 0 })
+	before := dns.count()
+	// Changes a millisecond apart: each would find the core idle without
+	// the interval.
+	const n = 100
+	for i := 0; i < n; i++ {
+		time.Sleep(time.Millisecond)
+		r := vip.Registration{VIP: vip.Spec{Protocol: vip.TCP, Addr: netip.MustParseAddr("11.9.9.9"), Port: 80},
+			Backend: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 80), Weight: 1, Health: vip.Healthy}
+		if err := other.PublishDelta([]vip.Registration{r}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "every change applied", func() bool {
+		tab := dns.last()
+		return len(tab.VIPs) == 1 && len(tab.VIPs[0].Backends) == n
+	})
+	if tables := dns.count() - before; tables > n/4 {
+		t.Errorf("%d changes made %d tables: a burst must be merged", n, tables)
+	}
+	// Idle for longer than the interval: the next change goes through at
+	// once, well before another interval.
+	time.Sleep(300 * time.Millisecond)
+	lone := vip.Registration{VIP: vip.Spec{Protocol: vip.TCP, Addr: netip.MustParseAddr("11.9.9.8"), Port: 80},
+		Backend: netip.MustParseAddrPort("10.1.0.1:80"), Weight: 1, Health: vip.Healthy}
+	sent := time.Now()
+	if err := other.PublishDelta([]vip.Registration{lone}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the lone change applied", func() bool { return len(dns.last().VIPs) == 2 })
+	if d := time.Since(sent); d > 150*time.Millisecond {
+		t.Errorf("a change on an idle core took %v, want no wait for the 200ms interval", d)
 	}
 }

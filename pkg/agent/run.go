@@ -229,6 +229,7 @@ func Run(ctx context.Context, o Options) error {
 	reg.MustRegister(progHist)
 	coreCfg.Observe = func(s Stage, d time.Duration) { progHist.WithLabelValues(string(s)).Observe(d.Seconds()) }
 	coreCfg.Room = cluster.Room
+	coreCfg.MinRebuildInterval = minRebuildInterval
 	core = NewCore(coreCfg, cluster)
 	checker := health.New(health.Config{Log: log, OnChange: func(key string, healthy bool, reason string) {
 		core.HealthChanged(map[string]bool{key: healthy})
@@ -365,9 +366,9 @@ loop:
 			log.WithError(err).Warn("graceful leave failed")
 		}
 	} else {
-		log.Info("agent stopping; the kernel keeps serving and the node stays a member until peers see it gone (l4lb leave, or --leave-on-terminate, to leave for good)")
-		if err := cluster.Shutdown(); err != nil {
-			log.WithError(err).Warn("gossip shutdown failed")
+		log.Info("agent stopping for a restart; the kernel keeps serving and peers keep this node's backends for the restart grace (l4lb leave, or --leave-on-terminate, to leave for good)")
+		if err := cluster.Restart(2 * time.Second); err != nil {
+			log.WithError(err).Warn("gossip restart announcement failed")
 		}
 	}
 	cancel()
@@ -558,6 +559,12 @@ func Cleanup(o Options) error {
 	}
 	return nil
 }
+
+// minRebuildInterval bounds how often the desired table is rebuilt: a
+// rebuild copies the table's VIP slice (about 0.2 ms at 10,000 VIPs), so a
+// burst of changes is applied in a few rebuilds, not one per change, while
+// a change that finds the agent idle is applied at once.
+const minRebuildInterval = 20 * time.Millisecond
 
 // joinGrace is how long an agent with seeds waits for one to answer before
 // it programs the kernel from its own state alone (the first node of a
