@@ -40,8 +40,11 @@ unit:
 
 test: deps vet build unit
 
+# demo runs the seed scenario for a person: on IPVS in the UML guest, or with
+# DATAPLANE=nftables on the host kernel's nf_tables, in namespaces.
+DATAPLANE ?= ipvs
 demo: deps build
-	$(GO) run ./integration/demo
+	DATAPLANE=$(DATAPLANE) $(GO) run ./integration/demo
 
 fuzz:
 	$(GO) test ./vip -run '^$$' -fuzz FuzzParseSpec -fuzztime 60s

@@ -3,6 +3,10 @@
 // scenario with readable output: the members, the VIP table, requests
 // landing on both instances, scaling back, a dead node, a failing instance,
 // an agent restart; then a short summary.
+//
+// With DATAPLANE=nftables (`DATAPLANE=nftables make demo`) the agents
+// program nf_tables instead, and the cluster is built from namespaces of
+// the host kernel, without the guest.
 package main
 
 import (
@@ -16,11 +20,35 @@ import (
 	"github.com/l4lb/l4lb/integration/scenario"
 )
 
+var binaries = []string{"github.com/l4lb/l4lb/cmd/l4lb", "github.com/l4lb/l4lb/cmd/l4lb-demoapp"}
+
 func main() {
-	bed.RunProgram(run, bed.Build("github.com/l4lb/l4lb/cmd/l4lb", "github.com/l4lb/l4lb/cmd/l4lb-demoapp"))
+	switch p := scenario.Plane(os.Getenv("DATAPLANE")); p {
+	case "", scenario.IPVS:
+		bed.RunProgram(func() int { return run(scenario.IPVS) }, bed.Build(binaries...))
+	case scenario.NFTables:
+		os.Exit(onHost(p))
+	default:
+		fmt.Printf("DATAPLANE=%q: want ipvs (the default, in the UML guest) or nftables (on the host kernel)\n", p)
+		os.Exit(2)
+	}
 }
 
-func run() int {
+// onHost runs the demo on the host kernel, in namespaces it creates.
+func onHost(p scenario.Plane) int {
+	dir, err := scenario.BuildBinaries(binaries...)
+	if err != nil {
+		fmt.Printf("DEMO FAILED: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	os.Setenv(bed.EnvBinDir, dir)
+	os.Setenv(bed.EnvKernel, "host")
+	fmt.Printf("=== l4lb demo on the %s data plane, on the host kernel (namespaces, no guest)\n", p)
+	return run(p)
+}
+
+func run(p scenario.Plane) int {
 	d := &demo{}
 	defer d.cleanup()
 	code := 0
@@ -34,17 +62,21 @@ func run() int {
 			}
 		}()
 		start := time.Now()
-		e := scenario.New(d, 3, bed.Binary(d, "l4lb"), bed.Binary(d, "l4lb-demoapp"), d.Logf)
+		e := scenario.NewPlane(d, p, 3, bed.Binary(d, "l4lb"), bed.Binary(d, "l4lb-demoapp"), d.Logf)
 		res := scenario.Run(e)
 		fmt.Printf("\n== Summary (%s)\n", time.Since(start).Round(time.Second))
 		fmt.Printf("app2's named VIP %s answered from all three nodes, over both instances;\n", res.VIP)
 		fmt.Printf("scaling back drained the removed instance without cutting its open connection;\n")
 		fmt.Printf("node3's death reached the other kernels in %s;\n", join(res.KillToGone))
 		fmt.Printf("a failing health check took the instance out in %s and back in %s;\n", join(res.UnhealthyToOut), join(res.HealthyToIn))
-		fmt.Printf("an agent restart kept the IPVS table and an open connection;\n")
-		fmt.Printf("l4lb register -> kernel of the other nodes: p50 %s, p99 %s; through the API: p50 %s, p99 %s\n(in the UML guest, which is slow per system call: compare, do not quote).\n",
+		fmt.Printf("an agent restart kept the %s table (%s) and an open connection;\n", p, strings.Join(p.ListCommand(), " "))
+		where := "in the UML guest, which is slow per system call: compare, do not quote"
+		if p == scenario.NFTables {
+			where = "on the host kernel, on a machine shared with other work"
+		}
+		fmt.Printf("l4lb register -> kernel of the other nodes: p50 %s, p99 %s; through the API: p50 %s, p99 %s\n(%s).\n",
 			ms(scenario.Percentile(res.RegisterToKernel, 50)), ms(scenario.Percentile(res.RegisterToKernel, 99)),
-			ms(scenario.Percentile(res.APIToKernel, 50)), ms(scenario.Percentile(res.APIToKernel, 99)))
+			ms(scenario.Percentile(res.APIToKernel, 50)), ms(scenario.Percentile(res.APIToKernel, 99)), where)
 	}()
 	if code != 0 || d.failed {
 		fmt.Println("\nDEMO FAILED: see the messages above")

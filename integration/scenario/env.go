@@ -34,19 +34,34 @@ type Env struct {
 	Agents  map[int]*bed.Process
 	Apps    map[string]*bed.Process
 	Say     func(format string, args ...any) // narration (t.Logf in tests)
+	Plane   Plane                            // what the agents program (--dataplane)
 	kernels map[int]ipvs.Interface
 }
 
 // APIAddr is where every agent's API listens, inside its node.
 const APIAddr = "127.0.0.1:62080"
 
-// DNSAddr is where every agent serves DNS, inside its node.
+// DNSAddr is where every agent serves DNS, inside its node, with the IPVS
+// data plane (the agent holds it on its dummy interface). With nftables
+// each agent serves DNS on its node's address (DNS).
 const DNSAddr = "198.51.100.1"
 
-// New builds an n-node cluster and writes a gossip key for it.
+// New builds an n-node cluster for agents on the IPVS data plane and writes
+// a gossip key for it.
 func New(t bed.T, n int, l4lb, demoapp string, say func(string, ...any)) *Env {
 	t.Helper()
-	e := &Env{T: t, C: bed.NewCluster(t, n), Bin: l4lb, DemoApp: demoapp, Agents: map[int]*bed.Process{}, Apps: map[string]*bed.Process{}, Say: say, kernels: map[int]ipvs.Interface{}}
+	return NewPlane(t, IPVS, n, l4lb, demoapp, say)
+}
+
+// NewPlane builds an n-node cluster for agents on data plane p and writes a
+// gossip key for it. It fails the test when the kernel cannot run p.
+func NewPlane(t bed.T, p Plane, n int, l4lb, demoapp string, say func(string, ...any)) *Env {
+	t.Helper()
+	e := &Env{T: t, C: bed.NewCluster(t, n), Bin: l4lb, DemoApp: demoapp, Agents: map[int]*bed.Process{}, Apps: map[string]*bed.Process{}, Say: say, Plane: p, kernels: map[int]ipvs.Interface{}}
+	p.RequireKernel(t, e.C.Switch)
+	for _, node := range e.C.Nodes {
+		p.prepareNode(t, node)
+	}
 	e.KeyFile = filepath.Join(t.TempDir(), "gossip.key")
 	key := make([]byte, 32)
 	for i := range key {
@@ -72,6 +87,7 @@ func (e *Env) StartAgent(i int) {
 		"--node-name", n.Name, "--bind", n.Addr.String(), "--join", strings.Join(join, ","),
 		"--state-dir", n.StateDir, "--gossip-key-file", e.KeyFile,
 		"--dns-upstreams", "127.0.0.1:1", "--log-level", "debug", "--drain-timeout", "20s",
+		"--dataplane", string(e.plane()), "--dns-listen", net.JoinHostPort(e.DNS(i), "53"),
 	}
 	e.Agents[i] = n.Start(e.T, fmt.Sprintf("agent-%s-%d", n.Name, time.Now().UnixNano()), args...)
 }
@@ -131,10 +147,27 @@ func (e *Env) StartApp(i int, name string, port int) string {
 // check while it exists.
 func FailFile(name string) string { return "/tmp/l4lb-demoapp-" + name + ".fail" }
 
+// plane is e.Plane, IPVS when unset.
+func (e *Env) plane() Plane {
+	if e.Plane == "" {
+		return IPVS
+	}
+	return e.Plane
+}
+
+// DNS is the address node i's agent serves DNS on: DNSAddr with IPVS, the
+// node's own address with nftables.
+func (e *Env) DNS(i int) string {
+	if e.plane() == NFTables {
+		return e.C.Node(i).Addr.String()
+	}
+	return DNSAddr
+}
+
 // Dig asks node i's DNS server for name and returns the answers (dig +short).
 func (e *Env) Dig(i int, name, qtype string) []string {
 	e.T.Helper()
-	out, err := e.C.Node(i).Run("dig", "@"+DNSAddr, "+short", "+tries=1", "+time=2", name, qtype)
+	out, err := e.C.Node(i).Run("dig", "@"+e.DNS(i), "+short", "+tries=1", "+time=2", name, qtype)
 	if err != nil {
 		return nil
 	}
@@ -190,17 +223,15 @@ func (e *Env) VIPs(i int) api.VIPs {
 	return v
 }
 
-// RealServers returns the real servers of the VIP service addr ("11.x.y.z:10000")
-// in node i's kernel, as `ipvsadm -Ln` shows them, address -> weight.
+// RealServers returns the backends of the TCP VIP service addr
+// ("11.x.y.z:10000") in node i's kernel, address -> weight, as the plane's
+// operator command shows them (`ipvsadm -Ln`; `nft list map inet l4lb
+// slots-...`, where the weight is the number of slots).
 func (e *Env) RealServers(i int, addr string) map[string]int {
 	e.T.Helper()
-	out := map[string]int{}
-	for _, s := range e.C.Node(i).IPVSTable(e.T) {
-		if s.Address == addr {
-			for _, r := range s.Real {
-				out[r.Address] = r.Weight
-			}
-		}
+	out, err := e.plane().servedBackends(e.T, e.C.Node(i), addr)
+	if err != nil {
+		e.T.Fatalf("node%d: read the %s table: %v", i, e.plane(), err)
 	}
 	return out
 }
@@ -242,6 +273,10 @@ func (e *Env) kernel(i int) ipvs.Interface {
 // 0 in the virtual service svc ("11.1.2.3:80", TCP).
 func (e *Env) InKernel(i int, svc, backend string) bool {
 	e.T.Helper()
+	if e.plane() == NFTables {
+		rs, err := NFTables.servedBackends(e.T, e.C.Node(i), svc)
+		return err == nil && rs[backend] > 0
+	}
 	ap := netip.MustParseAddrPort(svc)
 	be := netip.MustParseAddrPort(backend)
 	k := e.kernel(i)

@@ -1,12 +1,6 @@
 package scenario
 
-import (
-	"os"
-
-	"github.com/l4lb/l4lb/integration/bed"
-)
-
-type bedService = bed.IPVSService
+import "os"
 
 func writeFile(path string) error { return os.WriteFile(path, []byte("fail\n"), 0o644) }
 

@@ -69,7 +69,7 @@ func Run(e *Env) Result {
 	e.Say("$ l4lb register %s %s --check http:///healthz   (on node2)\n%s", AppVIP, a, e.L4LB(2, "register", AppVIP, a, "--check", "http:///healthz"))
 	vipAddr := e.WaitDig(1, AppName, 10*time.Second)
 	res.VIP = net.JoinHostPort(vipAddr, "10000")
-	e.Say("$ dig @%s %s +short   (on node1)\n%s", DNSAddr, AppName, vipAddr)
+	e.Say("$ dig @%s %s +short   (on node1)\n%s", e.DNS(1), AppName, vipAddr)
 	for _, i := range []int{1, 3} {
 		e.WaitRealServers(i, res.VIP, 10*time.Second, "app2-a in the kernel", hasWeight(a, present))
 	}
@@ -98,10 +98,10 @@ func Run(e *Env) Result {
 	for _, i := range nodes {
 		rs := e.RealServers(i, res.VIP)
 		if len(rs) != 2 || rs[a] != 1 || rs[b] != 1 {
-			t.Errorf("node%d: ipvsadm -Ln shows real servers %v for %s, want %s and %s with weight 1", i, rs, res.VIP, a, b)
+			t.Errorf("node%d: %s shows backends %v for %s, want %s and %s with weight 1", i, strings.Join(e.plane().ListCommand(), " "), rs, res.VIP, a, b)
 		}
 	}
-	e.Say("$ ipvsadm -Ln   (on node1)\n%s", e.C.Node(1).MustRun(t, "ipvsadm", "-Ln"))
+	e.Say("$ %s   (on node1)\n%s", strings.Join(e.plane().ListCommand(), " "), e.C.Node(1).MustRun(t, e.plane().ListCommand()...))
 
 	e.Say("== 3. Scale back to one instance; a connection in flight to the removed one finishes")
 	held := e.holdOn(1, res.VIP, "app2-b")
@@ -169,13 +169,13 @@ func Run(e *Env) Result {
 	if err != nil {
 		t.Fatalf("hold a connection from node1: %v", err)
 	}
-	before := e.C.Node(1).IPVSTable(t)
+	before := e.plane().Listing(t, e.C.Node(1))
 	e.KillAgent(1, syscall.SIGTERM)
 	e.StartAgent(1)
 	e.WaitReady(1, 30*time.Second)
-	after := e.C.Node(1).IPVSTable(t)
-	if d := diffTables(before, after); d != "" {
-		t.Errorf("node1's IPVS table changed across the agent restart: %s", d)
+	after := e.plane().Listing(t, e.C.Node(1))
+	if before != after {
+		t.Errorf("node1's %s table changed across the agent restart:\nbefore:\n%s\nafter:\n%s", e.plane(), before, after)
 	}
 	if again, err := held.Request(); err != nil || again != who2 {
 		t.Errorf("connection through the VIP did not survive the restart: %q, %v (first answer %q)", again, err, who2)
@@ -220,7 +220,7 @@ func Run(e *Env) Result {
 			t.Fatalf("backend %s not in the kernel of nodes %v within 10s of its registration", backend, pending)
 		}
 	}
-	e.Say("`l4lb register` on node2 -> backend in the kernel of node1 and node3: p50 %v, p99 %v over %d samples (the command alone, a process started in the guest: p50 %v)",
+	e.Say("`l4lb register` on node2 -> backend in the kernel of node1 and node3: p50 %v, p99 %v over %d samples (the command alone, a process started in the node: p50 %v)",
 		Percentile(res.RegisterToKernel, 50), Percentile(res.RegisterToKernel, 99), len(res.RegisterToKernel), Percentile(cli, 50))
 	e.Say("PUT /v1/backends on node2 -> backend in the kernel of node1 and node3: p50 %v, p99 %v over %d samples",
 		Percentile(res.APIToKernel, 50), Percentile(res.APIToKernel, 99), len(res.APIToKernel))
@@ -244,23 +244,4 @@ func (e *Env) holdOn(i int, vip, want string) *HeldConn {
 	}
 	e.T.Fatalf("no connection to %s landed on %s in 40 tries", vip, want)
 	return nil
-}
-
-// diffTables compares two ipvsadm tables, ignoring connection counts.
-func diffTables(a, b []bedService) string {
-	norm := func(ss []bedService) string {
-		var sb strings.Builder
-		for _, s := range ss {
-			fmt.Fprintf(&sb, "%s %s %s %s;", s.Protocol, s.Address, s.Scheduler, s.Flags)
-			for _, r := range s.Real {
-				fmt.Fprintf(&sb, " %s %s %d,", r.Address, r.Forward, r.Weight)
-			}
-			sb.WriteString("\n")
-		}
-		return sb.String()
-	}
-	if x, y := norm(a), norm(b); x != y {
-		return fmt.Sprintf("before:\n%safter:\n%s", x, y)
-	}
-	return ""
 }
