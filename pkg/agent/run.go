@@ -564,7 +564,7 @@ func Cleanup(o Options) error {
 // rebuild copies the table's VIP slice (about 0.2 ms at 10,000 VIPs), so a
 // burst of changes is applied in a few rebuilds, not one per change, while
 // a change that finds the agent idle is applied at once.
-const minRebuildInterval = 20 * time.Millisecond
+const minRebuildInterval = 50 * time.Millisecond
 
 // joinGrace is how long an agent with seeds waits for one to answer before
 // it programs the kernel from its own state alone (the first node of a
