@@ -40,7 +40,7 @@ const recentKeysMax = 64
 // take this node's record past MaxRecordBytes on the wire; nothing changed.
 var ErrRecordFull = errors.New("gossip: this node's record is full")
 
-// ErrLeft is returned by PublishDelta after Leave or Shutdown.
+// ErrLeft is returned by PublishDelta after Leave, Restart or Shutdown.
 var ErrLeft = errors.New("gossip: this node has left the cluster")
 
 // Cluster is this node's membership in the gossip cluster. Its methods are
@@ -113,6 +113,9 @@ func New(cfg Config) (*Cluster, error) {
 	c.log = c.log.WithFields(logrus.Fields{"component": "gossip", "node": cfg.NodeName})
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if c.cfg.RestartGrace == 0 {
+		c.cfg.RestartGrace = DefaultRestartGrace
 	}
 	if len(cfg.Keys) > 0 {
 		kr, err := memberlist.NewKeyring(cfg.Keys[1:], cfg.Keys[0])
@@ -334,6 +337,10 @@ func (c *Cluster) run() {
 			c.pullDue(inflight, send)
 		case <-tick.C:
 			c.pullDue(inflight, send)
+			if n := c.store.expireRestarts(c.now(), c.cfg.RestartGrace); n > 0 {
+				c.log.WithFields(logrus.Fields{"members": n, "reason": "not back within the restart grace " + c.cfg.RestartGrace.String()}).
+					Info("restarting members declared dead; their backends leave the cluster state")
+			}
 		case <-announce.C:
 			// A record broadcast can miss a node (gossip is random); this
 			// notice lets every node see within an interval or two that
@@ -708,6 +715,62 @@ wait:
 				break wait
 			}
 		}
+	}
+	return errors.Join(err, c.Shutdown())
+}
+
+// Restart tells the cluster this node is restarting, not leaving: it
+// publishes a new version of its record, same registrations, marked
+// restarting; waits up to timeout for that to go out (stopping early when
+// no live peer is left to tell); and shuts down without memberlist's
+// goodbye. When the failure detector then reports the node gone, peers
+// keep its backends in State() for Config.RestartGrace; when it comes back
+// (a new process, a new generation) they keep them until its new record
+// arrives and switch in one step, so TakeChanges reports only what really
+// changed. A node that does not come back within the grace is dropped as
+// on a death. Safe after Leave or Shutdown (it then only shuts down).
+//
+// Leave is for leaving for good (backends dropped at once); Shutdown is a
+// crash as peers see it (backends dropped on failure detection); Restart
+// is for a stop that will be followed by a start.
+func (c *Cluster) Restart(timeout time.Duration) error {
+	c.mu.Lock()
+	if !c.started || c.left {
+		c.mu.Unlock()
+		return c.Shutdown()
+	}
+	v := c.store.restartSelf(c.now())
+	// The restarting publication changed no key: a peer that holds the
+	// previous version applies an empty delta.
+	c.recent = append(c.recent, selfChange{seq: v.Seq})
+	if len(c.recent) > recentChanges {
+		c.recent = slices.Delete(c.recent, 0, len(c.recent)-recentChanges)
+	}
+	c.queueSelfLocked()
+	done := c.lastSelf.done
+	c.left = true // no publication may follow the restarting record
+	c.mu.Unlock()
+
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+wait:
+	for !done.Load() {
+		select {
+		case <-deadline.C:
+			err = fmt.Errorf("restart: record %v not sent its transmissions within %v", v, timeout)
+			break wait
+		case <-tick.C:
+			if c.livePeers.Load() == 0 {
+				c.log.Info("no live peer left to tell of the restart; stopping without waiting")
+				break wait
+			}
+		}
+	}
+	if err == nil {
+		c.log.WithField("version", v).Info("told the cluster this node is restarting")
 	}
 	return errors.Join(err, c.Shutdown())
 }

@@ -19,7 +19,7 @@ import (
 // zone string; a sum is 8 bytes big endian.
 //
 //	delta:   node, generation, base, seq, layout (1 byte), flags (1 byte;
-//	         bit 0 leaving), sum, count, count × key (removed),
+//	         bit 0 leaving, bit 1 restarting), sum, count, count × key (removed),
 //	         count, count × registration (set)
 //	notice:  node, generation, seq
 //	pull:    requester, node, since generation, since seq, since layout
@@ -27,7 +27,7 @@ import (
 //	         bit 1 whole), sum [, layout, count, count × registration
 //	         when whole])
 //	pages:   node, generation, base, seq, layout, flags (bit 0 leaving,
-//	         bit 1 full), sum, count, count × (page index, page seq,
+//	         bit 1 full, bit 2 restarting), sum, count, count × (page index, page seq,
 //	         count, count × registration)
 //
 // A key is: protocol, name, VIP address, VIP port (2 bytes, big endian),
@@ -109,12 +109,15 @@ var (
 // Seq): the final value of every key that changed in between. A peer that
 // holds any version from Base to Seq of that generation can apply it. Base
 // 0 means the whole record (Set is everything): anyone can apply it. A
-// leaving delta empties the record.
+// leaving delta empties the record. A restarting delta says the owner is
+// restarting: peers keep its record visible while it is gone (see
+// store.leave); it never goes with leaving.
 type deltaMsg struct {
 	Node           string
 	Gen, Base, Seq uint64
 	Layout         uint8
 	Leaving        bool
+	Restarting     bool
 	Sum            uint64
 	Removed        []vip.RegKey
 	Set            []vip.Registration
@@ -128,6 +131,7 @@ type pagesMsg struct {
 	Gen, Base, Seq uint64
 	Layout         uint8
 	Leaving, Full  bool
+	Restarting     bool
 	Sum            uint64
 	Pages          []pageMsg
 }
@@ -245,7 +249,11 @@ func encodeDelta(d *deltaMsg) []byte {
 	e.uvarint(d.Base)
 	e.uvarint(d.Seq)
 	e.byte1(d.Layout)
-	e.byte1(leavingFlag(d.Leaving))
+	flags := leavingFlag(d.Leaving)
+	if d.Restarting {
+		flags |= 2
+	}
+	e.byte1(flags)
 	e.uint64(d.Sum)
 	e.uvarint(uint64(len(d.Removed)))
 	for _, k := range d.Removed {
@@ -315,6 +323,9 @@ func encodePages(p *pagesMsg) []byte {
 	flags := leavingFlag(p.Leaving)
 	if p.Full {
 		flags |= 2
+	}
+	if p.Restarting {
+		flags |= 4
 	}
 	e.byte1(flags)
 	e.uint64(p.Sum)
@@ -537,7 +548,11 @@ func (d *decoder) delta() *deltaMsg {
 	m.Base = d.uvarint("base")
 	m.Seq = d.uvarint("seq")
 	m.Layout = d.layout()
-	m.Leaving = d.flags(1)&1 != 0
+	f := d.flags(3)
+	m.Leaving, m.Restarting = f&1 != 0, f&2 != 0
+	if d.err == nil && m.Leaving && m.Restarting {
+		d.fail("delta both leaving and restarting")
+	}
 	m.Sum = d.uint64("sum")
 	if d.err == nil && m.Base >= m.Seq {
 		d.fail("base %d not below seq %d", m.Base, m.Seq)
@@ -581,8 +596,11 @@ func (d *decoder) pages() *pagesMsg {
 	m.Base = d.uvarint("base")
 	m.Seq = d.uvarint("seq")
 	m.Layout = d.layout()
-	f := d.flags(3)
-	m.Leaving, m.Full = f&1 != 0, f&2 != 0
+	f := d.flags(7)
+	m.Leaving, m.Full, m.Restarting = f&1 != 0, f&2 != 0, f&4 != 0
+	if d.err == nil && m.Leaving && m.Restarting {
+		d.fail("pages both leaving and restarting")
+	}
 	m.Sum = d.uint64("sum")
 	if d.err == nil && m.Base > m.Seq {
 		d.fail("base %d after seq %d", m.Base, m.Seq)
@@ -710,7 +728,8 @@ func decodeMessage(b []byte, limit int) (*message, error) {
 
 // fullDelta returns the delta that carries r whole (base 0).
 func fullDelta(r *record, layout uint8) *deltaMsg {
-	d := &deltaMsg{Node: r.Node, Gen: r.Version.Generation, Seq: r.Version.Seq, Layout: layout, Leaving: r.Leaving}
+	d := &deltaMsg{Node: r.Node, Gen: r.Version.Generation, Seq: r.Version.Seq, Layout: layout, Leaving: r.Leaving,
+		Restarting: r.Restarting && !r.Leaving}
 	if !r.Leaving {
 		d.Set = dedupeByKey(normalizeRegistrations(r.Registrations))
 		for _, reg := range d.Set {

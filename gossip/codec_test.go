@@ -183,7 +183,12 @@ func TestDecodeRejects(t *testing.T) {
 		{"oversized", big, ErrOversized},
 		{"count larger than the buffer", withHdr(append(append([]byte{0, 0}, sum0...), 0, 0xff, 0xff, 0x03)...), ErrMalformed},
 		{"digest count larger than the buffer", []byte{formatVersion, byte(kindDigest), 0xff, 0xff, 0x03}, ErrMalformed},
-		{"unknown flags", withHdr(append(append([]byte{0, 2}, sum0...), 0, 0)...), ErrMalformed},
+		{"unknown flags", withHdr(append(append([]byte{0, 4}, sum0...), 0, 0)...), ErrMalformed},
+		{"restarting delta decodes", withHdr(append(append([]byte{0, 2}, sum0...), 0, 0)...), nil},
+		{"delta leaving and restarting", withHdr(append(append([]byte{0, 3}, sum0...), 0, 0)...), ErrMalformed},
+		{"pages leaving and restarting", encodePages(&pagesMsg{Node: "n", Gen: 1, Seq: 1, Full: true, Leaving: true, Restarting: true}), ErrMalformed},
+		{"pages unknown flags", []byte{formatVersion, byte(kindPages), 1, 'n', 1, 0, 1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0}, ErrMalformed},
+		{"restarting pages decode", []byte{formatVersion, byte(kindPages), 1, 'n', 1, 0, 1, 0, 4 | 2, 0, 0, 0, 0, 0, 0, 0, 0, 0}, nil},
 		{"layout too large", withHdr(append(append([]byte{maxLayout + 1, 0}, sum0...), 0, 0)...), ErrMalformed},
 		{"base not below seq", []byte{formatVersion, byte(kindDelta), 1, 'n', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, ErrMalformed},
 		{"leaving with registrations", encodeDelta(&deltaMsg{Node: "n", Gen: 1, Seq: 1, Leaving: true, Set: []vip.Registration{r}}), ErrMalformed},
@@ -221,6 +226,13 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add(encodeDelta(randomDelta(r, "seed")))
 	f.Add(encodeDelta(randomDelta(r, "seed2")))
 	f.Add(encodeDelta(&deltaMsg{Node: "l", Gen: 1, Seq: 2, Leaving: true}))
+	restarting := randomDelta(r, "restarting")
+	restarting.Restarting = true
+	f.Add(encodeDelta(restarting))
+	f.Add(encodeDelta(&deltaMsg{Node: "r", Gen: 1, Base: 1, Seq: 2, Restarting: true, Sum: 9}))
+	restartingPages := randomPages(r, "rp")
+	restartingPages.Restarting = true
+	f.Add(encodePages(restartingPages))
 	f.Add(encodeNotice("n", Version{1, 2}))
 	f.Add(encodePull("a", "b", Version{1, 2}, 3))
 	f.Add(encodeDigest([]digestEntry{{Node: "a", Version: Version{1, 2}, Sum: 3}, {Node: "b", Leaving: true},

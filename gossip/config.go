@@ -44,7 +44,22 @@ type Config struct {
 	Transport memberlist.Transport
 	// Now is the clock the generation is read from; time.Now if nil.
 	Now func() time.Time
+	// RestartGrace is how long peers keep a restarting node's backends
+	// (Cluster.Restart) in State() after they see it gone, waiting for it
+	// to come back; then they drop them as on a death. Zero means
+	// DefaultRestartGrace.
+	RestartGrace time.Duration
 }
+
+// DefaultRestartGrace is 30 s. An agent restart (stop, start, rejoin, first
+// publication) takes a few seconds; its backends keep serving meanwhile, so
+// withdrawing them would fail requests for nothing. 30 s covers a slow
+// restart (a loaded host, a supervisor's restart delay of several seconds)
+// several times over, and bounds how long traffic still goes to a host
+// whose agent announced a restart and then never came back (a host that
+// went down with it): about as long as memberlist keeps gossiping to the
+// dead (GossipToTheDeadTime, 15 s) plus a failed rejoin's backoff.
+const DefaultRestartGrace = 30 * time.Second
 
 // DefaultPort is the agent's gossip port, memberlist's usual one.
 const DefaultPort = 7946
@@ -173,6 +188,9 @@ func (c *Config) validate() error {
 	}
 	if c.BindPort < 0 || c.BindPort > 65535 {
 		return fmt.Errorf("bind port %d out of range", c.BindPort)
+	}
+	if c.RestartGrace < 0 {
+		return fmt.Errorf("restart grace %v is negative", c.RestartGrace)
 	}
 	if c.RequireEncryption && len(c.Keys) == 0 {
 		return ErrNoKey

@@ -40,7 +40,11 @@ type record struct {
 	Version Version
 	// Leaving is set on the last record a node publishes before a graceful
 	// leave; such a record carries no registrations.
-	Leaving       bool
+	Leaving bool
+	// Restarting is set on the last record a node publishes before a
+	// restart (Cluster.Restart): same registrations, kept visible by
+	// peers for Config.RestartGrace while the node is gone.
+	Restarting    bool
 	Registrations []vip.Registration
 }
 
@@ -147,11 +151,13 @@ func (p *page) find(k *vip.RegKey, keyHash uint64) int {
 type nodeRecord struct {
 	version Version
 	leaving bool
-	layout  uint8
-	pages   []page
-	count   int
-	bytes   int    // encoded size of every registration
-	sum     uint64 // XOR of every registration's hash: the content digest
+	// restarting: the owner announced a restart (see store.leave).
+	restarting bool
+	layout     uint8
+	pages      []page
+	count      int
+	bytes      int    // encoded size of every registration
+	sum        uint64 // XOR of every registration's hash: the content digest
 }
 
 func newNodeRecord(v Version, layout uint8) *nodeRecord {

@@ -19,12 +19,15 @@ type MemberState string
 
 // Member states. Alive and Suspect members are live: their backends are in
 // State(). Dead members failed the failure detector; Left members said
-// goodbye (Leave) before going.
+// goodbye (Leave) before going. Restarting members announced a restart
+// (Cluster.Restart) and are gone: their backends stay in State() for
+// Config.RestartGrace from when they were seen gone, then they are dead.
 const (
-	MemberAlive   MemberState = "alive"
-	MemberSuspect MemberState = "suspect"
-	MemberDead    MemberState = "dead"
-	MemberLeft    MemberState = "left"
+	MemberAlive      MemberState = "alive"
+	MemberSuspect    MemberState = "suspect"
+	MemberDead       MemberState = "dead"
+	MemberLeft       MemberState = "left"
+	MemberRestarting MemberState = "restarting"
 )
 
 // Member is one cluster member as this node sees it.
@@ -128,16 +131,20 @@ type store struct {
 	// whose visible registrations may have changed since the last one.
 	tracking bool
 	pending  map[string]struct{}
+	// restarting lists the members in state MemberRestarting, so that
+	// expireRestarts looks at them alone.
+	restarting map[string]struct{}
 }
 
 func newStore(self string) *store {
 	return &store{
-		self:    self,
-		notify:  func() {},
-		records: make(map[string]*recordEntry),
-		members: make(map[string]*memberEntry),
-		want:    make(map[string]wanted),
-		pending: make(map[string]struct{}),
+		self:       self,
+		notify:     func() {},
+		records:    make(map[string]*recordEntry),
+		members:    make(map[string]*memberEntry),
+		want:       make(map[string]wanted),
+		pending:    make(map[string]struct{}),
+		restarting: make(map[string]struct{}),
 	}
 }
 
@@ -171,7 +178,8 @@ func (s *store) selfRecord() *record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e := s.records[s.self]; e != nil {
-		return &record{Node: s.self, Version: e.rec.version, Leaving: e.rec.leaving, Registrations: e.rec.registrations()}
+		return &record{Node: s.self, Version: e.rec.version, Leaving: e.rec.leaving, Restarting: e.rec.restarting,
+			Registrations: e.rec.registrations()}
 	}
 	return nil
 }
@@ -244,6 +252,7 @@ func (s *store) applyLocked(e *recordEntry, d *deltaMsg, set []regEntry, now tim
 	}
 	e.rec.version = Version{Generation: d.Gen, Seq: d.Seq}
 	e.rec.leaving = d.Leaving
+	e.rec.restarting = d.Restarting && !d.Leaving
 	e.received = now
 	return e.rec.sum == d.Sum
 }
@@ -372,6 +381,19 @@ func (s *store) leaveSelf(now time.Time) *deltaMsg {
 	return d
 }
 
+// restartSelf moves this node's record to the next seq, same content,
+// marked restarting, and returns its version.
+func (s *store) restartSelf(now time.Time) Version {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.records[s.self]
+	r := e.rec
+	r.version.Seq++
+	r.restarting = true
+	e.received = now
+	return r.version
+}
+
 // fenceSelf moves this node's record to generation gen, seq 1, same
 // content, and returns its version.
 func (s *store) fenceSelf(gen uint64, now time.Time) Version {
@@ -394,7 +416,8 @@ func (s *store) selfDelta(base uint64, keys []vip.RegKey) *deltaMsg {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.records[s.self].rec
-	d := &deltaMsg{Node: s.self, Gen: r.version.Generation, Base: base, Seq: r.version.Seq, Layout: r.layout, Leaving: r.leaving, Sum: r.sum}
+	d := &deltaMsg{Node: s.self, Gen: r.version.Generation, Base: base, Seq: r.version.Seq, Layout: r.layout,
+		Leaving: r.leaving, Restarting: r.restarting, Sum: r.sum}
 	if r.leaving {
 		d.Base = 0
 		return d
@@ -436,7 +459,8 @@ func (s *store) pagesSince(since Version, layout uint8) *pagesMsg {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.records[s.self].rec
-	p := &pagesMsg{Node: s.self, Gen: r.version.Generation, Seq: r.version.Seq, Layout: r.layout, Leaving: r.leaving, Sum: r.sum}
+	p := &pagesMsg{Node: s.self, Gen: r.version.Generation, Seq: r.version.Seq, Layout: r.layout,
+		Leaving: r.leaving, Restarting: r.restarting, Sum: r.sum}
 	full := r.leaving || since.Generation != r.version.Generation || since.Seq == 0 ||
 		layout != r.layout || since.Seq > r.version.Seq
 	if full {
@@ -549,6 +573,14 @@ func (s *store) afterApplyLocked(node string, v Version, leaving, sumOK bool, no
 	if m := s.members[node]; m != nil && m.state == MemberDead && leaving && v.Generation >= m.generation {
 		m.state = MemberLeft
 	}
+	// Likewise a restarting record that arrives after the failure
+	// detector declared its owner dead: the grace counts from then.
+	if m := s.members[node]; m != nil && m.state == MemberDead && !leaving && v.Generation >= m.generation {
+		if e := s.records[node]; e != nil && e.rec.restarting {
+			m.state = MemberRestarting
+			s.restarting[node] = struct{}{}
+		}
+	}
 	if !sumOK {
 		s.want[node] = wanted{version: v, notBefore: now, full: true}
 		return
@@ -609,6 +641,7 @@ func (s *store) applyPages(p *pagesMsg, now time.Time) (mergeOutcome, bool) {
 		pg.seq = pm.Seq
 	}
 	e.rec.version, e.rec.leaving, e.received = v, p.Leaving, now
+	e.rec.restarting = p.Restarting && !p.Leaving
 	s.afterApplyLocked(p.Node, v, p.Leaving, e.rec.sum == p.Sum || p.Full, now)
 	s.changedLocked(p.Node, wasVisible, true)
 	return out, wasVisible || s.visibleLocked(p.Node)
@@ -724,6 +757,7 @@ func (s *store) join(name string, addr net.IP, port uint16, meta []byte, now tim
 	}
 	m.addr, m.port, m.state, m.generation = slices.Clone(addr), port, MemberAlive, gen
 	m.suspectUntil = time.Time{}
+	delete(s.restarting, name)
 	if name != s.self {
 		if cur := s.records[name]; cur == nil || cur.rec.version.Generation < gen {
 			need := Version{Generation: gen}
@@ -750,13 +784,46 @@ func (s *store) leave(name string, now time.Time) bool {
 		s.live--
 	}
 	m.state = MemberDead
-	if cur := s.records[name]; cur != nil && cur.rec.leaving && cur.rec.version.Generation >= m.generation {
+	cur := s.records[name]
+	switch {
+	case cur == nil || cur.rec.version.Generation < m.generation:
+	case cur.rec.leaving:
 		m.state = MemberLeft
+	case cur.rec.restarting && name != s.self:
+		// A restart is not a leave: its backends keep serving, so they
+		// stay in State() for the grace (expireRestarts).
+		m.state = MemberRestarting
+		s.restarting[name] = struct{}{}
 	}
 	m.since = now
 	delete(s.want, name)
 	s.changedLocked(name, before, false)
 	return before
+}
+
+// expireRestarts declares dead the restarting members gone for grace or
+// longer: their backends leave State(), as on a death. It returns how many
+// it expired; the cost is in proportion to the restarting members.
+func (s *store) expireRestarts(now time.Time, grace time.Duration) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for name := range s.restarting {
+		m := s.members[name]
+		if m == nil || m.state != MemberRestarting {
+			delete(s.restarting, name)
+			continue
+		}
+		if now.Sub(m.since) < grace {
+			continue
+		}
+		before := s.visibleLocked(name)
+		m.state = MemberDead
+		delete(s.restarting, name)
+		s.changedLocked(name, before, false)
+		n++
+	}
+	return n
 }
 
 // suspect records that this node's failure detector suspects node.
@@ -780,10 +847,20 @@ func (s *store) visibleLocked(name string) bool {
 		return true
 	}
 	m := s.members[name]
-	if m == nil || (m.state != MemberAlive && m.state != MemberSuspect) {
+	if m == nil {
 		return false
 	}
-	return e.rec.version.Generation >= m.generation
+	switch m.state {
+	case MemberAlive, MemberSuspect:
+		// A restarted member's previous record, marked restarting, stays
+		// until its new generation's record replaces it in one step.
+		return e.rec.version.Generation >= m.generation || e.rec.restarting
+	case MemberRestarting:
+		// Its new generation's record may arrive before memberlist
+		// reports it alive again: that one shows too.
+		return e.rec.restarting || e.rec.version.Generation > m.generation
+	}
+	return false
 }
 
 // state returns the live nodes' registrations, sorted by node name, each

@@ -366,9 +366,9 @@ loop:
 			log.WithError(err).Warn("graceful leave failed")
 		}
 	} else {
-		log.Info("agent stopping; the kernel keeps serving and the node stays a member until peers see it gone (l4lb leave, or --leave-on-terminate, to leave for good)")
-		if err := cluster.Shutdown(); err != nil {
-			log.WithError(err).Warn("gossip shutdown failed")
+		log.Info("agent stopping for a restart; the kernel keeps serving and peers keep this node's backends for the restart grace (l4lb leave, or --leave-on-terminate, to leave for good)")
+		if err := cluster.Restart(2 * time.Second); err != nil {
+			log.WithError(err).Warn("gossip restart announcement failed")
 		}
 	}
 	cancel()
