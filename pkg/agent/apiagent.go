@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/sirupsen/logrus"
 
@@ -37,10 +36,6 @@ type apiAgent struct {
 	// leave receives (once) when an operator asks the agent to leave the
 	// cluster and stop.
 	leave chan struct{}
-
-	// regMu serialises Register and Deregister, so that the store's
-	// changes reach the core in the order they were made.
-	regMu sync.Mutex
 }
 
 var _ api.Agent = (*apiAgent)(nil)
@@ -61,6 +56,18 @@ func (a *apiAgent) checkBackends(set []source.Local, removed []string) {
 		a.log.WithError(err).Warn("health checks not updated")
 	}
 	a.core.ForgetHealth(removed)
+}
+
+// storeChanged hands the core a change of the API's registrations, as the
+// store makes it durable: in log order, so that concurrent changes of one
+// key reach the core in the order they took effect, without a lock held
+// across the fsync (concurrent registrations share one).
+func (a *apiAgent) storeChanged(key string, l *source.Local) {
+	if l == nil {
+		a.update(SourceAPI, nil, []string{key})
+		return
+	}
+	a.update(SourceAPI, []source.Local{*l}, nil)
 }
 
 // update hands the core and the checker one source's change.
@@ -134,18 +141,16 @@ func (a *apiAgent) Register(e source.Entry) (bool, string, error) {
 			return false, l.Key(), &api.InvalidError{Err: err}
 		}
 	}
-	a.regMu.Lock()
-	defer a.regMu.Unlock()
 	if _, held := a.store.Get(l.Key()); !held {
 		if err := a.core.CanAdd([]source.Local{l}); err != nil {
 			return false, l.Key(), &api.FullError{Err: err}
 		}
 	}
+	// The store tells the core (storeChanged), in log order.
 	created, err := a.store.Put(l)
 	if err != nil {
 		return false, l.Key(), err
 	}
-	a.update(SourceAPI, []source.Local{l}, nil)
 	a.log.WithFields(logrus.Fields{"vip": l.VIP.String(), "backend": l.Backend.String(), "created": created}).Info("backend registered")
 	return created, l.Key(), nil
 }
@@ -155,8 +160,6 @@ func (a *apiAgent) Deregister(e source.Entry) (bool, string, error) {
 	if err != nil {
 		return false, "", &api.InvalidError{Err: err}
 	}
-	a.regMu.Lock()
-	defer a.regMu.Unlock()
 	removed, err := a.store.Delete(l.Key())
 	if err != nil {
 		return false, l.Key(), err
@@ -167,7 +170,6 @@ func (a *apiAgent) Deregister(e source.Entry) (bool, string, error) {
 		}
 	}
 	if removed {
-		a.update(SourceAPI, nil, []string{l.Key()})
 		a.log.WithFields(logrus.Fields{"vip": l.VIP.String(), "backend": l.Backend.String()}).Info("backend deregistered; it drains on every node")
 	}
 	return removed, l.Key(), nil

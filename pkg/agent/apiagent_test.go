@@ -27,7 +27,9 @@ func newAPIAgent(t *testing.T) (*apiAgent, *fakeCluster) {
 		core.HealthChanged(map[string]bool{key: healthy})
 	}})
 	t.Cleanup(checker.Close)
-	return &apiAgent{core: core, store: store, checker: checker, log: quietLog()}, cl
+	a := &apiAgent{core: core, store: store, checker: checker, log: quietLog()}
+	store.OnChange(a.storeChanged)
+	return a, cl
 }
 
 func published(cl *fakeCluster) map[string]bool {
@@ -151,5 +153,44 @@ func TestDeregisterOfADirectoryBackendNamesItsFile(t *testing.T) {
 	}
 	if !published(cl)["10.0.0.7:80"] {
 		t.Error("the directory's backend was withdrawn")
+	}
+}
+
+// Concurrent registrations and deregistrations of one key, with no lock
+// across the store's fsync: whatever order they took effect in, what the
+// node publishes ends as what the store holds.
+func TestConcurrentChangesOfOneKeyEndAsTheStore(t *testing.T) {
+	for round := 0; round < 5; round++ {
+		a, cl := newAPIAgent(t)
+		e := source.Entry{VIP: "/app:80", Backend: "10.0.0.1:80"}
+		var wg sync.WaitGroup
+		for i := 0; i < 40; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				var err error
+				if i%2 == 0 {
+					w := uint32(i)
+					x := e
+					x.Weight = &w
+					_, _, err = a.Register(x)
+				} else {
+					_, _, err = a.Deregister(e)
+				}
+				if err != nil {
+					t.Error(err)
+				}
+			}(i)
+		}
+		wg.Wait()
+		l, held := a.store.Get(local(t, e).Key())
+		eventually(t, "published equals the store", func() bool {
+			for _, n := range cl.State() {
+				for _, r := range n.Backends {
+					return held && r.Weight == l.Weight
+				}
+			}
+			return !held
+		})
 	}
 }

@@ -238,6 +238,7 @@ func Run(ctx context.Context, o Options) error {
 	a := &apiAgent{core: core, store: store, cluster: cluster, plane: plane, checker: checker, log: log,
 		seeded: seedReached(cluster, seeds(o.Join, o.GossipPort)), leave: make(chan struct{}, 1)}
 	a.update(SourceAPI, store.List(), nil)
+	store.OnChange(a.storeChanged)
 
 	src := statsSources{core: core, cluster: cluster.Stats, members: cluster.Members, dns: resolver.Stats}
 	if plane != nil {

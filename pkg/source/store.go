@@ -66,7 +66,16 @@ type Store struct {
 	// mu guards byKey, which mirrors the journal's state in log order.
 	mu    sync.Mutex
 	byKey map[string]Local
+	// changed, when set, is told each change in log order (OnChange).
+	changed func(key string, l *Local)
 }
+
+// OnChange makes fn hear of every later change, once durable and in the
+// order of the log: a Put with the registration, a Delete with nil. So a
+// consumer sees concurrent changes of one key in the order they took
+// effect, and concurrent writers still share fsyncs. fn must be quick and
+// must not call the Store. Call OnChange before the Store is shared.
+func (s *Store) OnChange(fn func(key string, l *Local)) { s.changed = fn }
 
 // OpenStore opens the store in stateDir, creating the directory if needed,
 // and loads the registrations kept there.
@@ -355,6 +364,9 @@ func (s *Store) Put(l Local) (created bool, err error) {
 		created = !exists
 		s.byKey[key] = l
 		s.mu.Unlock()
+		if s.changed != nil {
+			s.changed(key, &l)
+		}
 	})
 	if err != nil {
 		return false, fmt.Errorf("put registration %s: %w", key, err)
@@ -377,6 +389,9 @@ func (s *Store) Delete(key string) (found bool, err error) {
 		_, found = s.byKey[key]
 		delete(s.byKey, key)
 		s.mu.Unlock()
+		if found && s.changed != nil {
+			s.changed(key, nil)
+		}
 	})
 	if err != nil {
 		return false, fmt.Errorf("delete registration %s: %w", key, err)
