@@ -24,7 +24,7 @@ import (
 //	notice:  node, generation, seq
 //	pull:    requester, node, since generation, since seq, since layout
 //	digest:  count, count × (node, generation, seq, flags (bit 0 leaving,
-//	         bit 1 whole), sum [, layout, count, count × registration
+//	         bit 1 whole, bit 2 restarting), sum [, layout, count, count × registration
 //	         when whole])
 //	pages:   node, generation, base, seq, layout, flags (bit 0 leaving,
 //	         bit 1 full, bit 2 restarting), sum, count, count × (page index, page seq,
@@ -147,13 +147,14 @@ type pageMsg struct {
 // exchange that joins a node, small records also travel whole (Whole,
 // Layout, Regs), so that a joiner does not pull each of them.
 type digestEntry struct {
-	Node    string
-	Version Version
-	Leaving bool
-	Sum     uint64
-	Whole   bool
-	Layout  uint8
-	Regs    []vip.Registration
+	Node       string
+	Version    Version
+	Leaving    bool
+	Restarting bool
+	Sum        uint64
+	Whole      bool
+	Layout     uint8
+	Regs       []vip.Registration
 }
 
 // message is one decoded message; which fields are set depends on Kind.
@@ -298,6 +299,9 @@ func encodeDigest(entries []digestEntry) []byte {
 		flags := leavingFlag(d.Leaving)
 		if d.Whole {
 			flags |= 2
+		}
+		if d.Restarting {
+			flags |= 4
 		}
 		e.byte1(flags)
 		e.uint64(d.Sum)
@@ -687,8 +691,11 @@ func decodeMessage(b []byte, limit int) (*message, error) {
 			e.Node = d.node("node")
 			e.Version.Generation = d.uvarint("generation")
 			e.Version.Seq = d.uvarint("seq")
-			f := d.flags(3)
-			e.Leaving, e.Whole = f&1 != 0, f&2 != 0
+			f := d.flags(7)
+			e.Leaving, e.Whole, e.Restarting = f&1 != 0, f&2 != 0, f&4 != 0
+			if d.err == nil && e.Leaving && e.Restarting {
+				d.fail("digest entry both leaving and restarting")
+			}
 			e.Sum = d.uint64("sum")
 			if e.Whole {
 				if e.Leaving || e.Version.Seq == 0 {

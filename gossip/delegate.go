@@ -89,7 +89,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	for _, e := range m.Digest {
 		if e.Whole {
 			c.mergeDelta(&deltaMsg{Node: e.Node, Gen: e.Version.Generation, Seq: e.Version.Seq,
-				Layout: e.Layout, Sum: e.Sum, Set: e.Regs})
+				Layout: e.Layout, Restarting: e.Restarting, Sum: e.Sum, Set: e.Regs})
 		}
 	}
 	pull, selfNewer := c.store.noteDigest(m.Digest, c.now(), c.timing.PullGrace)

@@ -298,15 +298,24 @@ func TestStoreTakeChangesProperty(t *testing.T) {
 				owners[o.name] = newOwner(o.name, o.gen+1)
 				obs.leave(o.name, now)
 				obs.join(o.name, net.IPv4(127, 0, 0, 9), 7946, encodeMeta(o.gen+1), now, time.Second)
-			case x < 92: // graceful leave
+			case x < 91: // graceful leave
 				d := o.s.leaveSelf(now)
 				obs.applyDelta(d, now)
 				if r.IntN(2) == 0 {
 					obs.leave(o.name, now)
 				}
 				owners[o.name] = newOwner(o.name, o.gen+1)
-			case x < 94: // time passes; the gone are forgotten
+			case x < 92: // restart announced (Cluster.Restart), maybe seen gone
+				v := o.s.restartSelf(now)
+				o.history[v.Seq] = nil
+				o.message(r, Version{}, 0)(obs)
+				if r.IntN(2) == 0 {
+					obs.leave(o.name, now)
+				}
+				owners[o.name] = newOwner(o.name, o.gen+1)
+			case x < 94: // time passes; restarts expire, the gone are forgotten
 				now = now.Add(time.Duration(r.IntN(20)) * time.Minute)
+				obs.expireRestarts(now, 5*time.Minute)
 				obs.sweep(now, 10*time.Minute)
 			default:
 				got.apply(t, obs.takeChanges())

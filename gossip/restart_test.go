@@ -300,3 +300,71 @@ func TestCrashAndLeaveAreNotRestarts(t *testing.T) {
 		})
 	}
 }
+
+// A rolling restart: B restarts and stays away; meanwhile A restarts and
+// comes back. The new A learns B's record from its peers (memberlist tells
+// a joiner of no dead member) and shows B's backends as restarting; C
+// never drops either; when B comes back, everyone holds its new record.
+func TestRollingRestartKeepsEveryonesBackends(t *testing.T) {
+	net := memnet.New()
+	tweak := func(c *Config) { c.RestartGrace = 20 * time.Second }
+	nodes := startMemCluster(t, net, 3, tweak)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	regsOf := map[string][]vip.Registration{
+		a.name: {reg("/a", 80, "10.0.1.1:80")},
+		b.name: {reg("/b", 80, "10.0.2.1:80"), reg("/b", 80, "10.0.2.2:80")},
+	}
+	watchC := []*changeReader{newChangeReader(t, c.c, a.name), newChangeReader(t, c.c, b.name)}
+	a.c.Publish(regsOf[a.name])
+	b.c.Publish(regsOf[b.name])
+	noRemoval := func(when string) {
+		t.Helper()
+		for _, k := range watchC {
+			k.take()
+			if len(k.removed) > 0 {
+				t.Fatalf("%s: C's TakeChanges removed %v of %s", when, k.removed, k.watched)
+			}
+		}
+	}
+	waitFor(t, 10*time.Second, "A's and B's backends on C", func() bool {
+		noRemoval("before the restarts")
+		return watchC[0].holds(a.name, regsOf[a.name]) && watchC[0].holds(b.name, regsOf[b.name])
+	})
+	if err := b.c.Restart(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "A and C to see B restarting", func() bool {
+		noRemoval("while B is gone")
+		return memberState(a.c, b.name) == MemberRestarting && memberState(c.c, b.name) == MemberRestarting
+	})
+	if err := a.c.Restart(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	trA, err := net.NewTransportAt(a.tr.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2 := startRestarted(t, trA, a.name, regsOf[a.name], tweak, c.tr.Addr())
+	waitFor(t, 15*time.Second, "the new A to hold B's backends, B restarting", func() bool {
+		noRemoval("while A comes back")
+		return holdsExactly(a2.c, b.name, regsOf[b.name]) && memberState(a2.c, b.name) == MemberRestarting
+	})
+	trB, err := net.NewTransportAt(b.tr.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2 := startRestarted(t, trB, b.name, regsOf[b.name], tweak, c.tr.Addr())
+	for _, n := range []*memNode{a2, c} {
+		waitFor(t, 15*time.Second, n.name+" to hold the new A and B", func() bool {
+			noRemoval("while B comes back")
+			ma, _ := memberOf(n.c, a.name)
+			mb, _ := memberOf(n.c, b.name)
+			return (n == a2 || ma.Version.Generation == a2.c.Generation()) && mb.Version.Generation == b2.c.Generation() &&
+				mb.State == MemberAlive && holdsExactly(n.c, a.name, regsOf[a.name]) && holdsExactly(n.c, b.name, regsOf[b.name])
+		})
+	}
+	noRemoval("at the end")
+	if !watchC[0].holds(a.name, regsOf[a.name]) || !watchC[0].holds(b.name, regsOf[b.name]) {
+		t.Errorf("C's consumer holds %v", watchC[0].held)
+	}
+}

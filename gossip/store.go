@@ -574,9 +574,16 @@ func (s *store) afterApplyLocked(node string, v Version, leaving, sumOK bool, no
 		m.state = MemberLeft
 	}
 	// Likewise a restarting record that arrives after the failure
-	// detector declared its owner dead: the grace counts from then.
-	if m := s.members[node]; m != nil && m.state == MemberDead && !leaving && v.Generation >= m.generation {
-		if e := s.records[node]; e != nil && e.rec.restarting {
+	// detector declared its owner dead: the grace counts from then. And
+	// one of a node memberlist has not told this node of (this node
+	// joined while it was gone: memberlist passes on no dead member):
+	// gone and restarting, from now.
+	if e := s.records[node]; e != nil && e.rec.restarting && node != s.self {
+		switch m := s.members[node]; {
+		case m == nil:
+			s.members[node] = &memberEntry{name: node, state: MemberRestarting, generation: v.Generation, since: now}
+			s.restarting[node] = struct{}{}
+		case m.state == MemberDead && v.Generation >= m.generation:
 			m.state = MemberRestarting
 			s.restarting[node] = struct{}{}
 		}
@@ -699,6 +706,15 @@ func (s *store) noteDigest(entries []digestEntry, now time.Time, grace time.Dura
 			continue
 		}
 		cur := s.records[d.Node]
+		if d.Restarting && cur != nil && !cur.rec.leaving && cur.rec.version.Generation == d.Version.Generation &&
+			cur.rec.version.Seq < d.Version.Seq && cur.rec.sum == d.Sum {
+			// A restart announcement this node missed, about the content
+			// it holds: its owner may be gone already, so apply it from
+			// the digest (it changes no registration).
+			s.applyDeltaLocked(&deltaMsg{Node: d.Node, Gen: d.Version.Generation, Base: cur.rec.version.Seq,
+				Seq: d.Version.Seq, Layout: cur.rec.layout, Restarting: true, Sum: d.Sum}, nil, now)
+			continue
+		}
 		if cur != nil && cur.rec.version == d.Version && !cur.rec.leaving && cur.rec.sum < d.Sum {
 			// A conflict this node loses (see precheckLocked).
 			s.want[d.Node] = wanted{version: d.Version, notBefore: now, full: true}
@@ -723,7 +739,7 @@ func (s *store) digest(wholeUpTo int) []digestEntry {
 	budget := MaxStateBytes / 2
 	for name, e := range s.records {
 		if name == s.self || s.visibleLocked(name) {
-			d := digestEntry{Node: name, Version: e.rec.version, Leaving: e.rec.leaving, Sum: e.rec.sum}
+			d := digestEntry{Node: name, Version: e.rec.version, Leaving: e.rec.leaving, Restarting: e.rec.restarting, Sum: e.rec.sum}
 			if r := e.rec; !r.leaving && r.bytes <= wholeUpTo && r.bytes <= budget {
 				budget -= r.bytes
 				d.Whole, d.Layout = true, r.layout
@@ -1021,7 +1037,7 @@ func (s *store) deadMembers() []string {
 	defer s.mu.Unlock()
 	var out []string
 	for _, m := range s.members {
-		if m.state == MemberDead {
+		if m.state == MemberDead && m.addr != nil {
 			out = append(out, net.JoinHostPort(m.addr.String(), strconv.Itoa(int(m.port))))
 		}
 	}
