@@ -165,7 +165,8 @@ func (a *apiAgent) Deregister(e source.Entry) (bool, string, error) {
 		return false, l.Key(), err
 	}
 	if !removed {
-		if _, src, ok := a.core.Local(l.Key()); ok {
+		// Not the API's: say where it comes from, if another source has it.
+		if _, src, ok := a.core.Local(l.Key()); ok && src != SourceAPI {
 			return false, l.Key(), &api.InvalidError{Err: a.ownedBy(src, l.Key())}
 		}
 	}

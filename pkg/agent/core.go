@@ -437,6 +437,11 @@ func (c *Core) PublishError() error {
 	return c.publishErr
 }
 
+// PublishNow publishes what the sources hold, before Run starts (it must
+// not be called while Run runs): a restarted node's first record then
+// already holds its backends, with the claims it kept.
+func (c *Core) PublishNow() { c.publish() }
+
 // publish hands gossip the registrations of the marked keys that changed.
 func (c *Core) publish() {
 	c.mu.Lock()

@@ -245,6 +245,20 @@ func Run(ctx context.Context, o Options) error {
 		reg.MustRegister(plane.Collector())
 	}
 
+	// This node's first record holds what its local sources hold now, so
+	// that peers that kept its backends through a restart switch to a
+	// record that still has them (the services directory is read once
+	// here; Docker's first listing comes later).
+	var dir *source.Dir
+	if o.ServicesDir != "" {
+		dir = source.NewDir(source.DirConfig{Path: o.ServicesDir, Log: log})
+		a.dir = dir
+		src.dir = dir.Stats
+		set, _ := dir.Scan()
+		a.replace(SourceDir, set)
+	}
+	core.PublishNow()
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Gossip first: if its port is taken, nothing else has started yet.
@@ -268,11 +282,7 @@ func Run(ctx context.Context, o Options) error {
 		}()
 	}
 
-	var dir *source.Dir
-	if o.ServicesDir != "" {
-		dir = source.NewDir(source.DirConfig{Path: o.ServicesDir, Log: log})
-		a.dir = dir
-		src.dir = dir.Stats
+	if dir != nil {
 		goRun("services directory", func() error {
 			return dir.RunDelta(ctx, func(set []source.Local, removed []string) {
 				a.update(SourceDir, set, removed)
