@@ -9,12 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"github.com/vishvananda/netns"
+
+	"github.com/l4lb/l4lb/ipvs/internal/netns"
 )
 
 // Sysctl is one kernel setting l4lb needs, and why.
@@ -42,31 +42,9 @@ type hostSetup struct {
 	backend   string // "legacy" or "nft", once detected
 }
 
-// inNamespace runs fn on a thread inside the network namespace at path (the
-// caller's own when path is ""). Files opened under /proc/sys/net and
-// processes started there see that namespace.
-func inNamespace(path string, fn func() error) error {
-	if path == "" {
-		return fn()
-	}
-	target, err := netns.GetFromPath(path)
-	if err != nil {
-		return fmt.Errorf("open network namespace %s: %w", path, err)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		defer target.Close()
-		// The thread never leaves the namespace: it stays locked, so the
-		// runtime discards it when the goroutine ends.
-		runtime.LockOSThread()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+// inNamespace runs fn inside the network namespace at path ("" is the
+// caller's own).
+func inNamespace(path string, fn func() error) error { return netns.Do(path, fn) }
 
 func sysctlPath(key string) string {
 	return filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))

@@ -5,14 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/mdlayher/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/l4lb/l4lb/ipvs/internal/netns"
 )
 
 // nlConn is one NETLINK_NETFILTER socket in the programmed namespace. It
@@ -322,27 +322,6 @@ func (c *nlConn) dump(typ uint16, flags uint16, data []byte, want uint16) ([][]b
 	}
 }
 
-// inNamespace runs fn on a thread inside the network namespace at path (the
-// caller's own when path is ""). Sockets created in fn stay in it.
-func inNamespace(path string, fn func() error) error {
-	if path == "" {
-		return fn()
-	}
-	target, err := netns.GetFromPath(path)
-	if err != nil {
-		return fmt.Errorf("open network namespace %s: %w", path, err)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		defer target.Close()
-		// The thread never leaves the namespace: it stays locked, so the
-		// runtime discards it when the goroutine ends.
-		runtime.LockOSThread()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+// inNamespace runs fn inside the network namespace at path ("" is the
+// caller's own).
+func inNamespace(path string, fn func() error) error { return netns.Do(path, fn) }
