@@ -50,17 +50,14 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	for _, ap := range s.cfg.listen {
-		for i := 0; i < sockets; i++ {
-			pc, err := listenUDP(ap, sockets > 1)
-			if err != nil {
-				closeAll()
-				return fmt.Errorf("listen udp %s: %w", ap, err)
-			}
-			if ap.Port() == 0 { // the others take the port the kernel chose
-				ap = netip.AddrPortFrom(ap.Addr(), uint16(pc.LocalAddr().(*net.UDPAddr).Port))
-			}
+		pcs, ln, bound, err := listenPair(ap, sockets)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		for _, pc := range pcs {
 			_ = pc.SetReadBuffer(4 << 20) // best effort; the kernel caps it
-			if ap.Addr().IsUnspecified() {
+			if bound.Addr().IsUnspecified() {
 				// Replies must leave from the address the query came to:
 				// miekg's session (control messages) takes care of it.
 				servers = append(servers, s.newListener(pc, nil))
@@ -68,13 +65,8 @@ func (s *Server) Start(ctx context.Context) error {
 				udpConns = append(udpConns, pc)
 			}
 		}
-		ln, err := net.Listen("tcp", ap.String())
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("listen tcp %s: %w", ap, err)
-		}
 		servers = append(servers, s.newListener(nil, ln))
-		addrs = append(addrs, ap)
+		addrs = append(addrs, bound)
 	}
 	started := make(chan struct{}, len(servers))
 	for _, srv := range servers {
@@ -388,3 +380,39 @@ func (w *udpWriter) Close() error                { return nil }
 func (w *udpWriter) TsigStatus() error           { return nil }
 func (w *udpWriter) TsigTimersOnly(bool)         {}
 func (w *udpWriter) Hijack()                     {}
+
+// listenPair binds sockets UDP sockets and one TCP listener on ap. With port
+// 0 the kernel picks the TCP port and the UDP sockets take the same one;
+// that port may be taken for UDP (UDP and TCP ports are separate spaces),
+// so a few ports are tried before giving up.
+func listenPair(ap netip.AddrPort, sockets int) ([]*net.UDPConn, net.Listener, netip.AddrPort, error) {
+	attempts := 1
+	if ap.Port() == 0 {
+		attempts = 8
+	}
+	var err error
+	for try := 0; try < attempts; try++ {
+		var ln net.Listener
+		ln, err = net.Listen("tcp", ap.String())
+		if err != nil {
+			return nil, nil, ap, fmt.Errorf("listen tcp %s: %w", ap, err)
+		}
+		bound := netip.AddrPortFrom(ap.Addr(), uint16(ln.Addr().(*net.TCPAddr).Port))
+		var pcs []*net.UDPConn
+		for i := 0; i < sockets && err == nil; i++ {
+			var pc *net.UDPConn
+			if pc, err = listenUDP(bound, sockets > 1); err == nil {
+				pcs = append(pcs, pc)
+			}
+		}
+		if err == nil {
+			return pcs, ln, bound, nil
+		}
+		err = fmt.Errorf("listen udp %s: %w", bound, err)
+		for _, pc := range pcs {
+			pc.Close()
+		}
+		ln.Close()
+	}
+	return nil, nil, ap, err
+}
