@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/l4lb/l4lb/integration/bed"
-	"github.com/l4lb/l4lb/integration/scenario"
 )
 
 // binaries are the commands the tests run, built once for both passes.
@@ -47,7 +46,7 @@ func TestMain(m *testing.M) {
 
 func runPasses(m *testing.M) int {
 	if os.Getenv(bed.EnvBinDir) == "" {
-		dir, err := scenario.BuildBinaries(binaries...)
+		dir, err := bed.BuildBinaries(binaries...)
 		if err != nil {
 			fmt.Printf("FAIL: %v\n", err)
 			return 1

@@ -80,7 +80,7 @@ func RunProgram(fn func() int, opts ...Option) {
 // binary again through inGuest.
 func run(fn func() int, o options, inGuest func(exe string, args []string, out io.Writer) (int, error)) int {
 	if len(o.build) > 0 && os.Getenv(EnvBinDir) == "" && os.Getenv(envInGuest) == "" {
-		dir, err := buildBinaries(o.build)
+		dir, err := BuildBinaries(o.build...)
 		if err != nil {
 			fmt.Fprintf(os.Stdout, "FAIL: kernel test bed: %v\n", err)
 			return 1
@@ -126,7 +126,10 @@ func Build(pkgs ...string) Option {
 	return func(o *options) { o.build = append(o.build, pkgs...) }
 }
 
-func buildBinaries(pkgs []string) (string, error) {
+// BuildBinaries builds the commands pkgs (import paths) on the host into a
+// new directory and returns it; Main does it for Build, and runs on the
+// host kernel that do not go through Main call it themselves.
+func BuildBinaries(pkgs ...string) (string, error) {
 	dir, err := os.MkdirTemp("", "l4lb-bin-")
 	if err != nil {
 		return "", fmt.Errorf("temp dir for binaries: %w", err)
@@ -134,7 +137,7 @@ func buildBinaries(pkgs []string) (string, error) {
 	cmd := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		return "", fmt.Errorf("build %s for the guest: %w\n%s", strings.Join(pkgs, " "), err, out)
+		return "", fmt.Errorf("build %s: %w\n%s", strings.Join(pkgs, " "), err, out)
 	}
 	return dir, nil
 }

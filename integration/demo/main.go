@@ -36,7 +36,7 @@ func main() {
 
 // onHost runs the demo on the host kernel, in namespaces it creates.
 func onHost(p scenario.Plane) int {
-	dir, err := scenario.BuildBinaries(binaries...)
+	dir, err := bed.BuildBinaries(binaries...)
 	if err != nil {
 		fmt.Printf("DEMO FAILED: %v\n", err)
 		return 1

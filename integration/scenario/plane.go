@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 
@@ -162,20 +160,4 @@ func (p Plane) RequireKernel(t bed.T, ns *bed.Netns) {
 		t.Fatalf("this kernel has no nf_tables with NAT in network namespaces (nft %q: %v): the nftables data plane cannot run: %s", probe, err, out)
 	}
 	ns.MustRun(t, "nft", "delete", "table", "inet", "l4lbprobe")
-}
-
-// BuildBinaries builds the commands pkgs (import paths) into a new
-// directory and returns it, for runs on the host kernel that do not go
-// through bed.Main (which builds them itself).
-func BuildBinaries(pkgs ...string) (string, error) {
-	dir, err := os.MkdirTemp("", "l4lb-bin-")
-	if err != nil {
-		return "", fmt.Errorf("temp dir for binaries: %w", err)
-	}
-	cmd := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return "", fmt.Errorf("build %s: %w\n%s", strings.Join(pkgs, " "), err, out)
-	}
-	return dir, nil
 }
