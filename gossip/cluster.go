@@ -57,10 +57,13 @@ type Cluster struct {
 	// sent 2 × ceil(log10(N+1)) times each, after everything in queue.
 	announce *broadcastQueue
 	changes  chan struct{}
+	conflict chan error // NameConflict
 	pullWake chan struct{}
 	replies  chan pullRequest
 	badLog   *logLimiter
 	keyring  *memberlist.Keyring
+	// applied holds every node's report of what its kernel programmed.
+	applied *appliedBook
 
 	// generation is read by memberlist (NodeMeta) without c.mu.
 	generation atomic.Uint64
@@ -102,9 +105,11 @@ func New(cfg Config) (*Cluster, error) {
 		now:      cfg.Now,
 		store:    newStore(cfg.NodeName),
 		changes:  make(chan struct{}, 1),
+		conflict: make(chan error, 1),
 		pullWake: make(chan struct{}, 1),
 		replies:  make(chan pullRequest, 256),
 		badLog:   newLogLimiter(10, time.Second),
+		applied:  newAppliedBook(),
 		stop:     make(chan struct{}),
 	}
 	if c.log == nil {
@@ -200,6 +205,7 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	conf.EnableCompression = false
 	conf.Delegate = &delegate{c: c}
 	conf.Events = &events{c: c}
+	conf.Conflict = &conflicts{c: c}
 	logger := log.New(&memberlistLog{
 		log:       c.log,
 		limit:     newLogLimiter(10, time.Second),
@@ -306,6 +312,8 @@ func (c *Cluster) run() {
 	defer reconnect.Stop()
 	announce := time.NewTicker(c.timing.AnnounceInterval)
 	defer announce.Stop()
+	refresh := time.NewTicker(appliedRefresh)
+	defer refresh.Stop()
 
 	const maxSends = 8
 	sem := make(chan struct{}, maxSends)
@@ -349,10 +357,17 @@ func (c *Cluster) run() {
 				v := c.store.selfVersion()
 				c.announce.QueueBroadcast(&nodeBroadcast{node: c.cfg.NodeName, msg: encodeNotice(c.cfg.NodeName, v)})
 			}
+		case <-refresh.C:
+			c.refreshApplied()
 		case <-sweep.C:
 			if n := c.store.sweep(c.now(), c.timing.ForgetAfter); n > 0 {
 				c.log.WithField("forgotten", n).Debug("forgot long-gone members")
 			}
+			known := map[string]bool{}
+			for _, m := range c.Members() {
+				known[m.Name] = true
+			}
+			c.applied.forget(func(n string) bool { return known[n] })
 		case <-reconnect.C:
 			if reconnecting.Load() {
 				continue

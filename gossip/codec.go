@@ -34,14 +34,15 @@ import (
 // framework, backend address, backend port (2 bytes). A registration is its
 // key then weight, health, scheduler, persistence, claim address, claim time
 // (1 byte 0 for none, or 1 then signed varint seconds and varint
-// nanoseconds, UTC).
+// nanoseconds, UTC), public (1 byte, 0 or 1), public port (2 bytes, big
+// endian; format 3).
 //
 // The decoder trusts nothing: every count is checked against what is left
 // of the buffer before anything is allocated; unknown versions, kinds and
 // flags, duplicate keys, pages out of order or out of the layout, a
 // registration in a page its key does not hash to, and trailing bytes are
 // errors; a message larger than its cap is refused before it is read.
-const formatVersion = 2
+const formatVersion = 3
 
 // msgKind says what a message carries.
 type msgKind byte
@@ -52,6 +53,10 @@ const (
 	kindPull   msgKind = 3 // "send me what changed since my version" (TCP)
 	kindDigest msgKind = 4 // every node's version (push/pull anti-entropy)
 	kindPages  msgKind = 5 // the pages that changed since a version (TCP reply)
+	// kindApplied is a part of a node's report of what its kernel
+	// programmed (gossip). Added within format 2: a node that predates it
+	// drops it as bad input (counted) and works on without it.
+	kindApplied msgKind = 6
 )
 
 func (k msgKind) String() string {
@@ -66,6 +71,8 @@ func (k msgKind) String() string {
 		return "digest"
 	case kindPages:
 		return "pages"
+	case kindApplied:
+		return "applied"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
@@ -169,6 +176,7 @@ type message struct {
 	Layout    uint8
 	Requester string
 	Digest    []digestEntry
+	Applied   *appliedMsg
 }
 
 // encoder appends to a byte slice.
@@ -224,6 +232,12 @@ func (e *encoder) regRest(r *vip.Registration) {
 		e.varint(r.Claim.Since.Unix())
 		e.uvarint(uint64(r.Claim.Since.Nanosecond()))
 	}
+	if r.Public {
+		e.byte1(1)
+	} else {
+		e.byte1(0)
+	}
+	e.uint16(r.PublicPort)
 }
 
 func (e *encoder) registration(r *vip.Registration) {
@@ -534,6 +548,14 @@ func (d *decoder) registration() vip.Registration {
 	default:
 		d.fail("claim time flag %d", flag)
 	}
+	switch flag := d.byte1("public"); flag {
+	case 0:
+	case 1:
+		r.Public = true
+	default:
+		d.fail("public flag %d", flag)
+	}
+	r.PublicPort = d.uint16("public port")
 	return r
 }
 
@@ -671,6 +693,8 @@ func decodeMessage(b []byte, limit int) (*message, error) {
 	switch m.Kind {
 	case kindDelta:
 		m.Delta = d.delta()
+	case kindApplied:
+		m.Applied = d.applied()
 	case kindNotice:
 		m.Node = d.node("node")
 		m.Version.Generation = d.uvarint("generation")

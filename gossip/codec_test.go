@@ -49,6 +49,8 @@ func randomRegistration(r *rand.Rand) vip.Registration {
 		Scheduler:   str(),
 		Persistence: r.Uint32(),
 		Claim:       vip.Claim{Addr: addr()},
+		Public:      r.IntN(2) == 0,
+		PublicPort:  uint16(r.IntN(65536)),
 	}
 	if r.IntN(2) == 0 {
 		reg.Claim.Since = time.Unix(r.Int64N(1<<40)-(1<<39), r.Int64N(1e9)).In(time.FixedZone("x", 3600))
@@ -239,6 +241,10 @@ func FuzzDecodeMessage(f *testing.F) {
 		{Node: "c", Version: Version{1, 2}, Whole: true, Layout: 1, Regs: randomRecord(r, "c").Registrations}}))
 	f.Add(encodePages(randomPages(r, "p")))
 	f.Add([]byte{formatVersion, byte(kindDigest), 0xff, 0xff, 0x03})
+	for _, p := range encodeApplied("a", 1, 2, map[string]Version{"a": {1, 2}, "b": {3, 4}},
+		[]Drain{{Service: vip.ServiceKey{Addr: netip.MustParseAddr("11.0.0.1"), Port: 80, Protocol: vip.TCP}, Backend: netip.MustParseAddrPort("10.0.0.2:8080"), Active: 3, Inactive: 9}}, 60) {
+		f.Add(p)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMessage(b, MaxStreamBytes)
 		if err != nil {
@@ -256,6 +262,8 @@ func FuzzDecodeMessage(f *testing.F) {
 			again = encodeDigest(m.Digest)
 		case kindPages:
 			again = encodePages(m.Pages)
+		case kindApplied:
+			again = encodeAppliedPart(m.Applied)
 		default:
 			t.Fatalf("decoded unknown kind %v", m.Kind)
 		}

@@ -187,6 +187,11 @@ func (c *Cluster) handleMessage(buf []byte) {
 			c.queue.QueueBroadcast(&nodeBroadcast{node: m.Node, msg: append([]byte(nil), buf...)})
 			c.wakePulls()
 		}
+	case kindApplied:
+		if c.applied.mergeApplied(c.cfg.NodeName, m.Applied, c.now()) {
+			// Pass it on, as a delta.
+			c.queue.QueueBroadcast(&nodeBroadcast{node: fmt.Sprintf("\x00applied\x00%s\x00%d", m.Applied.Node, m.Applied.Part), msg: append([]byte(nil), buf...)})
+		}
 	case kindPull:
 		if m.Node != c.cfg.NodeName {
 			c.dropBad(len(buf), errors.New("pull request for "+m.Node+" reached "+c.cfg.NodeName))
