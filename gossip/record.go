@@ -290,9 +290,21 @@ func compareRegistrations(a, b vip.Registration) int {
 		cmp.Compare(a.Health, b.Health),
 		cmp.Compare(a.Scheduler, b.Scheduler),
 		cmp.Compare(a.Persistence, b.Persistence),
+		compareBools(a.Public, b.Public),
+		cmp.Compare(a.PublicPort, b.PublicPort),
 		a.Claim.Addr.Compare(b.Claim.Addr),
 		a.Claim.Since.Compare(b.Claim.Since),
 	)
+}
+
+func compareBools(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // compareKeys orders registration keys by VIP, framework, then backend.

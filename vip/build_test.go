@@ -44,6 +44,10 @@ func withWeight(w uint32) func(*Registration) { return func(r *Registration) { r
 func withScheduler(s string) func(*Registration) {
 	return func(r *Registration) { r.Scheduler = s }
 }
+func withPublic(port uint16) func(*Registration) {
+	return func(r *Registration) { r.Public, r.PublicPort = true, port }
+}
+
 func withPersistence(p uint32) func(*Registration) {
 	return func(r *Registration) { r.Persistence = p }
 }
@@ -261,6 +265,7 @@ func TestBuildConflicts(t *testing.T) {
 		state           ClusterState
 		wantScheduler   string
 		wantPersistence uint32
+		wantPublic      uint16
 		wantBackends    []string // "addr@node"
 		wantConflicts   []string
 	}{
@@ -306,6 +311,37 @@ func TestBuildConflicts(t *testing.T) {
 			wantConflicts:   []string{"persistence: 60 (1 backend) over 300 (1 backend)"},
 		},
 		{
+			name: "public: the VIP's port by default, agreed",
+			state: ClusterState{
+				node("a", reg("/web:80", "10.0.0.1:80", withPublic(0))),
+				node("b", reg("/web:80", "10.0.0.2:80", withPublic(80))),
+			},
+			wantScheduler: DefaultScheduler,
+			wantPublic:    80,
+			wantBackends:  []string{"10.0.0.1:80@a", "10.0.0.2:80@b"},
+		},
+		{
+			name: "public port: most asked-for wins, a port without public is not public",
+			state: ClusterState{
+				node("a", reg("/web:80", "10.0.0.1:80", withPublic(10000))),
+				node("b", reg("/web:80", "10.0.0.2:80", withPublic(10000)), reg("/web:80", "10.0.0.3:80", func(r *Registration) { r.PublicPort = 9 })),
+			},
+			wantScheduler: DefaultScheduler,
+			wantPublic:    10000,
+			wantBackends:  []string{"10.0.0.1:80@a", "10.0.0.2:80@b", "10.0.0.3:80@b"},
+			wantConflicts: []string{"public port: 10000 (2 backends) over none (1 backend)"},
+		},
+		{
+			name: "public port tie goes to the smallest: not public",
+			state: ClusterState{
+				node("a", reg("/web:80", "10.0.0.1:80", withPublic(10000))),
+				node("b", reg("/web:80", "10.0.0.2:80")),
+			},
+			wantScheduler: DefaultScheduler,
+			wantBackends:  []string{"10.0.0.1:80@a", "10.0.0.2:80@b"},
+			wantConflicts: []string{"public port: none (1 backend) over 10000 (1 backend)"},
+		},
+		{
 			name: "same backend from two nodes: the smallest node name keeps it",
 			state: ClusterState{
 				node("b", reg("/web:80", "10.0.0.1:80", withWeight(7))),
@@ -327,7 +363,7 @@ func TestBuildConflicts(t *testing.T) {
 			for _, b := range v.Backends {
 				backends = append(backends, b.Addr.String()+"@"+b.Node)
 			}
-			if v.Scheduler != tc.wantScheduler || v.Persistence != tc.wantPersistence ||
+			if v.Scheduler != tc.wantScheduler || v.Persistence != tc.wantPersistence || v.PublicPort != tc.wantPublic ||
 				!slices.Equal(backends, tc.wantBackends) || !slices.Equal(v.Conflicts, tc.wantConflicts) {
 				t.Fatalf("got scheduler %q persistence %d backends %q conflicts %q\nwant scheduler %q persistence %d backends %q conflicts %q",
 					v.Scheduler, v.Persistence, backends, v.Conflicts,

@@ -111,6 +111,8 @@ func (w *world) randomReg() Registration {
 		Health:      []Health{Healthy, Healthy, "", Draining, Unhealthy}[rng.IntN(5)],
 		Scheduler:   []string{"", "", "wlc", "rr"}[rng.IntN(4)],
 		Persistence: uint32(rng.IntN(2) * 60),
+		Public:      rng.IntN(3) == 0,
+		PublicPort:  []uint16{0, 0, 10000, 80}[rng.IntN(4)],
 	}
 	if rng.IntN(60) == 0 {
 		r.Framework = "bad fw"

@@ -106,6 +106,7 @@ func randomState(rng *rand.Rand, cfg Config, names, nodes int) ClusterState {
 				VIP: regSpec, Framework: framework, Backend: backend,
 				Weight: uint32(rng.IntN(3)), Health: healths[rng.IntN(len(healths))],
 				Scheduler: schedulers[rng.IntN(len(schedulers))], Persistence: uint32(rng.IntN(2) * 60),
+				Public: rng.IntN(3) == 0, PublicPort: []uint16{0, 10000}[rng.IntN(2)],
 			}
 			if spec.Named() {
 				since := t0.Add(time.Duration(rng.IntN(4)) * time.Second)

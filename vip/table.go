@@ -152,7 +152,7 @@ func (t *Table) Equal(o *Table) bool {
 func equalVIPs(a, b VIP) bool {
 	return a.ServiceKey == b.ServiceKey && a.Label == b.Label && a.Name == b.Name &&
 		a.Framework == b.Framework && a.Scheduler == b.Scheduler && a.Persistence == b.Persistence &&
-		slices.Equal(a.Names, b.Names) && slices.Equal(a.Backends, b.Backends) && slices.Equal(a.Conflicts, b.Conflicts)
+		a.PublicPort == b.PublicPort && slices.Equal(a.Names, b.Names) && slices.Equal(a.Backends, b.Backends) && slices.Equal(a.Conflicts, b.Conflicts)
 }
 
 func compareServiceKeys(a, b ServiceKey) int {
@@ -189,6 +189,7 @@ type member struct {
 	node        int32 // index into the state
 	weight      uint32
 	persistence uint32
+	public      uint16 // PublicPortOf the registration: 0 when not public
 }
 
 // healthNames are the health values a member can hold, sorted.
@@ -210,8 +211,21 @@ func (b *builder) newMember(node int, r *Registration) member {
 	return member{
 		addr: a.As16(), port: r.Backend.Port(), is4: a.Is4(), node: int32(node),
 		health: healthIndex(r.Health), sched: b.schedIndex(r.Scheduler),
-		weight: r.Weight, persistence: r.Persistence,
+		weight: r.Weight, persistence: r.Persistence, public: PublicPortOf(r),
 	}
+}
+
+// PublicPortOf is the public port a registration asks for its VIP: 0 when
+// it does not ask that the VIP be public, else its PublicPort, or the VIP's
+// own port when PublicPort is 0.
+func PublicPortOf(r *Registration) uint16 {
+	switch {
+	case !r.Public:
+		return 0
+	case r.PublicPort != 0:
+		return r.PublicPort
+	}
+	return r.VIP.Port
 }
 
 // schedIndex interns a scheduler name: a cluster asks for a handful.
@@ -263,10 +277,11 @@ type memberView struct {
 	health      Health
 	scheduler   string
 	persistence uint32
+	public      uint16
 }
 
 func (b *builder) view(m member) memberView {
-	return memberView{node: b.nodeNames[m.node], weight: m.weight, health: healthNames[m.health], scheduler: b.schedName(m.sched), persistence: m.persistence}
+	return memberView{node: b.nodeNames[m.node], weight: m.weight, health: healthNames[m.health], scheduler: b.schedName(m.sched), persistence: m.persistence, public: m.public}
 }
 
 // compareMembers orders members by backend (IPv4 first, as netip does),
@@ -299,7 +314,10 @@ func (b *builder) compareMembers(x, y member) int {
 	if d := strings.Compare(a.scheduler, c.scheduler); d != 0 {
 		return d
 	}
-	return cmp.Compare(a.persistence, c.persistence)
+	if d := cmp.Compare(a.persistence, c.persistence); d != 0 {
+		return d
+	}
+	return cmp.Compare(a.public, c.public)
 }
 
 type group struct {
@@ -700,6 +718,7 @@ func (b *builder) fillBackends(v *VIP, members []member) {
 
 	v.Scheduler, conflicts = vote(kept, func(m memberView) string { return m.scheduler }, "scheduler", func(s string) string { return s }, conflicts)
 	v.Persistence, conflicts = vote(kept, func(m memberView) uint32 { return m.persistence }, "persistence", func(p uint32) string { return strconv.FormatUint(uint64(p), 10) }, conflicts)
+	v.PublicPort, conflicts = vote(kept, func(m memberView) uint16 { return m.public }, "public port", formatPublicPort, conflicts)
 	v.Conflicts = conflicts
 
 	healthy := 0
@@ -727,6 +746,14 @@ func (b *builder) fillBackends(v *VIP, members []member) {
 		}
 		v.Backends = append(v.Backends, Backend{Addr: b.addrs[i], Weight: m.weight, Node: m.node, Health: m.health})
 	}
+}
+
+// formatPublicPort is a public port as a conflict line shows it.
+func formatPublicPort(p uint16) string {
+	if p == 0 {
+		return "none"
+	}
+	return strconv.FormatUint(uint64(p), 10)
 }
 
 // vote returns the value asked for by the most members (ties to the smallest

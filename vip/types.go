@@ -73,6 +73,12 @@ type Registration struct {
 	// VIP; Build settles disagreements by a documented rule.
 	Scheduler   string
 	Persistence uint32 // seconds of client affinity; 0 for none
+	// Public asks that public nodes (agents given --public-address) serve
+	// the VIP on their own addresses, at PublicPort (0: the VIP's port).
+	// Like the scheduler, it belongs to the VIP: Build settles it by vote.
+	// PublicPort is ignored when Public is false.
+	Public     bool
+	PublicPort uint16
 	// Claim is the named VIP's address as this node proposed it (see Claim);
 	// zero for IP VIPs. A named VIP's address family follows its backend's:
 	// IPv4 backends get an address from Config.V4, IPv6 ones from Config.V6.
@@ -125,11 +131,15 @@ type VIP struct {
 	Names       []string
 	Scheduler   string
 	Persistence uint32
+	// PublicPort is the port at which public nodes serve the VIP on their
+	// own addresses; 0 when the VIP is not public (settled by vote, like
+	// the scheduler: see PublicPortOf).
+	PublicPort uint16
 	// Backends are sorted by address; Weight is 0 for draining ones;
 	// unhealthy ones are not in the table.
 	Backends []Backend
 	// Conflicts says, for people, where registrations of this VIP disagreed
-	// (scheduler, persistence) and which value won.
+	// (scheduler, persistence, public port) and which value won.
 	Conflicts []string
 }
 
