@@ -57,6 +57,7 @@ type Cluster struct {
 	// sent 2 × ceil(log10(N+1)) times each, after everything in queue.
 	announce *broadcastQueue
 	changes  chan struct{}
+	conflict chan error // NameConflict
 	pullWake chan struct{}
 	replies  chan pullRequest
 	badLog   *logLimiter
@@ -104,6 +105,7 @@ func New(cfg Config) (*Cluster, error) {
 		now:      cfg.Now,
 		store:    newStore(cfg.NodeName),
 		changes:  make(chan struct{}, 1),
+		conflict: make(chan error, 1),
 		pullWake: make(chan struct{}, 1),
 		replies:  make(chan pullRequest, 256),
 		badLog:   newLogLimiter(10, time.Second),
@@ -203,6 +205,7 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	conf.EnableCompression = false
 	conf.Delegate = &delegate{c: c}
 	conf.Events = &events{c: c}
+	conf.Conflict = &conflicts{c: c}
 	logger := log.New(&memberlistLog{
 		log:       c.log,
 		limit:     newLogLimiter(10, time.Second),

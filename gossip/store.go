@@ -134,6 +134,9 @@ type store struct {
 	// restarting lists the members in state MemberRestarting, so that
 	// expireRestarts looks at them alone.
 	restarting map[string]struct{}
+	// refused holds, per node, the generation of a second process under a
+	// live member's name, whose records are refused (conflict.go).
+	refused map[string]uint64
 }
 
 func newStore(self string) *store {
@@ -502,7 +505,7 @@ func (s *store) precheckLocked(node string, v Version, leaving bool, sum uint64,
 		}
 		return outcomeSelfOld, true
 	}
-	if m := s.members[node]; m != nil && v.Generation < m.generation {
+	if m := s.members[node]; (m != nil && v.Generation < m.generation) || s.refusedLocked(node, v.Generation) {
 		return outcomeStale, true
 	}
 	if cur == nil {
@@ -677,7 +680,7 @@ func (s *store) noteVersion(node string, v Version, now time.Time) (pull, selfNe
 		cur := s.records[node]
 		return false, cur != nil && cur.rec.version.Less(v)
 	}
-	if m := s.members[node]; m != nil && v.Generation < m.generation {
+	if m := s.members[node]; (m != nil && v.Generation < m.generation) || s.refusedLocked(node, v.Generation) {
 		return false, false
 	}
 	return s.wantLocked(node, v, now, false), false
@@ -698,7 +701,7 @@ func (s *store) noteDigest(entries []digestEntry, now time.Time, grace time.Dura
 			}
 			continue
 		}
-		if m := s.members[d.Node]; m != nil && d.Version.Generation < m.generation {
+		if m := s.members[d.Node]; (m != nil && d.Version.Generation < m.generation) || s.refusedLocked(d.Node, d.Version.Generation) {
 			continue
 		}
 		if d.Leaving {

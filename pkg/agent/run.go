@@ -363,6 +363,10 @@ loop:
 			runErr = err
 			log.WithError(err).Error("agent component failed; stopping")
 			break loop
+		case err := <-cluster.NameConflict():
+			runErr = err // gossip has stopped; the restart below only returns
+			log.WithError(err).Error("another live agent has this --node-name; stopping")
+			break loop
 		case <-o.Reload:
 			a.reload(o.GossipKeyFile, dir)
 		case <-a.leave:
