@@ -52,6 +52,8 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 	weight := uint32Flag(fs, "weight", 1, "weight of this backend, 0 to 65535 (0: takes no new connections)")
 	check := fs.String("check", "", "health check: tcp (connect), or http:///PATH (GET PATH on the backend, 2xx passes); none by default")
 	scheduler := fs.String("scheduler", "", "IPVS scheduler the VIP should use: wlc, rr, sh, mh, ... (default wlc)")
+	wait := fs.Bool("wait", false, "return when every live node's kernel has the backend programmed (healthy)")
+	timeout := fs.Duration("timeout", time.Minute, "with --wait: give up after this long, with a non-zero exit")
 	persistence := uint32Flag(fs, "persistence", 0, "seconds of client affinity for the VIP (0: none)")
 	addr := apiFlag(fs)
 	pos, err := parse(fs, args, []string{"VIP", "BACKEND"})
@@ -74,6 +76,9 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 		verb = "registered"
 	}
 	fmt.Fprintf(stdout, "%s %s\n", verb, res.Key)
+	if *wait {
+		return waitRollout(*addr, e, api.WaitRegistered, *timeout, stdout)
+	}
 	return nil
 }
 
@@ -81,6 +86,8 @@ func runDeregister(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("deregister", "VIP BACKEND [flags]", "withdraw a backend of this node; it drains (weight 0) and then leaves", stderr)
 	framework := fs.String("framework", "marathon", "framework the backend was registered with")
 	protocol := fs.String("protocol", "", "tcp or udp, as registered")
+	wait := fs.Bool("wait", false, "return when no live node sends new connections to the backend and none holds one to it")
+	timeout := fs.Duration("timeout", 5*time.Minute, "with --wait: give up after this long, with a non-zero exit saying how many connections remain")
 	addr := apiFlag(fs)
 	pos, err := parse(fs, args, []string{"VIP", "BACKEND"})
 	if err != nil {
@@ -97,6 +104,9 @@ func runDeregister(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "deregistered %s\n", res.Key)
+	if *wait {
+		return waitRollout(*addr, e, api.WaitDrained, *timeout, stdout)
+	}
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/l4lb/l4lb/gossip"
 	"github.com/l4lb/l4lb/pkg/source"
 	"github.com/l4lb/l4lb/vip"
 )
@@ -81,7 +82,12 @@ type CoreConfig struct {
 	// Observe, when set, is told how long each stage of network
 	// programming took (see Stage).
 	Observe func(stage Stage, d time.Duration)
-	Log     *logrus.Entry
+	// OnApplied, when set, is told, per origin node, the record versions
+	// the table the data plane last programmed was built from (needs a
+	// Cluster with Versions). Called from the data plane's goroutine or
+	// Run's; must not block.
+	OnApplied func(map[string]gossip.Version)
+	Log       *logrus.Entry
 	Now     func() time.Time
 }
 
@@ -124,6 +130,7 @@ type Core struct {
 	dirty      map[string]struct{}    // keys to look at on the next publish
 	dirtySince time.Time              // oldest change not yet published
 	publishErr error                  // why the last publication was refused, nil once one succeeds
+	inflight   bool                   // publish took marked keys and has not handed them to gossip yet
 	// pending are the tables handed to the data plane and not yet
 	// reported programmed, with when their change reached this node.
 	pending []pendingTable
@@ -157,6 +164,7 @@ func (e *localEntry) effective() *source.Local {
 
 type pendingTable struct {
 	t     *vip.Table
+	vers  map[string]gossip.Version // the record versions it was built from, at least
 	since time.Time // when the oldest change it carries reached this node
 	built time.Time // when it was built
 }
@@ -455,6 +463,8 @@ func (c *Core) publish() {
 		keys = append(keys, k)
 	}
 	c.dirty = map[string]struct{}{}
+	c.inflight = true
+	defer c.published1()
 	want := make(map[string]vip.Registration, len(keys))
 	for _, k := range keys {
 		e := c.locals[k]
@@ -651,12 +661,14 @@ func (c *Core) rebuild(now time.Time) {
 		c.merged.Store(true)
 		c.log.Info("cluster state merged; programming the data plane")
 	}
+	vers := c.versions() // before the changes: the table holds at least these
 	deltas := c.cluster.TakeChanges()
 	c.model.Apply(deltas)
 	t := c.model.Table()
 	old := c.table.Swap(t)
 	first := !c.built.Swap(true)
 	if t == old && !first {
+		c.sameTable(t, vers)
 		return
 	}
 	built := c.cfg.Now()
@@ -669,7 +681,7 @@ func (c *Core) rebuild(now time.Time) {
 	// claims for them.
 	c.markNames(old, t, changed)
 	c.mu.Lock()
-	c.pending = append(c.pending, pendingTable{t: t, since: now, built: built})
+	c.pending = append(c.pending, pendingTable{t: t, vers: vers, since: now, built: built})
 	c.mu.Unlock()
 	if c.cfg.Plane != nil {
 		c.cfg.Plane.Update(t)
@@ -752,6 +764,9 @@ func (c *Core) Programmed(t *vip.Table) {
 		}
 	}
 	c.mu.Unlock()
+	if done != nil && done.vers != nil && c.cfg.OnApplied != nil {
+		c.cfg.OnApplied(done.vers)
+	}
 	if done != nil {
 		c.latency.Store(int64(now.Sub(done.since)))
 		if c.cfg.Observe != nil {

@@ -230,6 +230,8 @@ func Run(ctx context.Context, o Options) error {
 	coreCfg.Observe = func(s Stage, d time.Duration) { progHist.WithLabelValues(string(s)).Observe(d.Seconds()) }
 	coreCfg.Room = cluster.Room
 	coreCfg.MinRebuildInterval = minRebuildInterval
+	applied := newAppliedReporter(cluster, plane)
+	coreCfg.OnApplied = applied.applied
 	core = NewCore(coreCfg, cluster)
 	checker := health.New(health.Config{Log: log, OnChange: func(key string, healthy bool, reason string) {
 		core.HealthChanged(map[string]bool{key: healthy})
@@ -312,6 +314,7 @@ func Run(ctx context.Context, o Options) error {
 		goRun("data plane", func() error { return plane.Run(ctx) })
 	}
 	goRun("agent", func() error { return core.Run(ctx) })
+	goRun("applied report", func() error { applied.run(ctx); return nil })
 
 	ln, err := net.Listen("tcp", o.APIListen)
 	if err != nil {

@@ -58,6 +58,7 @@ func NewHandler(a Agent, gatherer prometheus.Gatherer, log *logrus.Entry) http.H
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.Members()) })
 	mux.HandleFunc("PUT /v1/backends", s.putBackend)
 	mux.HandleFunc("DELETE /v1/backends", s.deleteBackend)
+	mux.HandleFunc("POST /v1/backends/progress", s.progress)
 	mux.HandleFunc("POST /v1/leave", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Leave(); err != nil {
 			s.fail(w, "leave", err)
