@@ -404,8 +404,9 @@ func (c *Cluster) pullDue(inflight map[string]pull, send func(func()) bool) {
 	now := c.now()
 	// A pull normally completes in milliseconds; one that has not brought
 	// the record in a second may be retried.
+	retry := min(c.timing.TCPTimeout, time.Second)
 	for name, p := range inflight {
-		if now.Sub(p.at) > min(c.timing.TCPTimeout, time.Second) {
+		if now.Sub(p.at) >= retry {
 			delete(inflight, name)
 		}
 	}
@@ -415,6 +416,7 @@ func (c *Cluster) pullDue(inflight map[string]pull, send func(func()) bool) {
 		// than the one in flight was asked for is pulled again at once
 		// (the owner may have answered before it made that version).
 		if p, busy := inflight[t.name]; busy && !p.version.Less(t.version) {
+			c.store.pullStarted(t.name, t.version, p.at.Add(retry))
 			continue
 		}
 		ml := c.memberlist()
@@ -437,6 +439,7 @@ func (c *Cluster) pullDue(inflight map[string]pull, send func(func()) bool) {
 			return
 		}
 		inflight[t.name] = pull{at: now, version: t.version}
+		c.store.pullStarted(t.name, t.version, now.Add(retry))
 	}
 }
 

@@ -125,6 +125,9 @@ type store struct {
 	records map[string]*recordEntry
 	members map[string]*memberEntry
 	want    map[string]wanted
+	// wantDue is no later than the earliest notBefore in want: before it,
+	// pullTargets has nothing to do and returns at once (see setWantLocked).
+	wantDue time.Time
 	// live counts members other than self that are alive or suspect.
 	live int
 	// tracking is set by the first TakeChanges; pending lists the nodes
@@ -592,7 +595,7 @@ func (s *store) afterApplyLocked(node string, v Version, leaving, sumOK bool, no
 		}
 	}
 	if !sumOK {
-		s.want[node] = wanted{version: v, notBefore: now, full: true}
+		s.setWantLocked(node, wanted{version: v, notBefore: now, full: true})
 		return
 	}
 	if w, ok := s.want[node]; ok && !v.Less(w.version) {
@@ -618,7 +621,7 @@ func (s *store) applyPages(p *pagesMsg, now time.Time) (mergeOutcome, bool) {
 		e.rec.layout != p.Layout || p.Base > e.rec.version.Seq) {
 		// What this node held changed since it asked (or the reply is
 		// not for it): ask for everything.
-		s.want[p.Node] = wanted{version: v, notBefore: now, full: true}
+		s.setWantLocked(p.Node, wanted{version: v, notBefore: now, full: true})
 		return outcomeBehind, false
 	}
 	if e == nil {
@@ -657,6 +660,16 @@ func (s *store) applyPages(p *pagesMsg, now time.Time) (mergeOutcome, bool) {
 	return out, wasVisible || s.visibleLocked(p.Node)
 }
 
+// setWantLocked records w as the version wanted of node, and brings
+// wantDue forward to w's notBefore. Every write of a wanted version goes
+// through it, so that pullTargets may skip its scan until wantDue.
+func (s *store) setWantLocked(node string, w wanted) {
+	s.want[node] = w
+	if s.wantDue.IsZero() || w.notBefore.Before(s.wantDue) {
+		s.wantDue = w.notBefore
+	}
+}
+
 // wantLocked notes that node has published v, to be pulled from notBefore.
 // It returns whether that is news (not already held or wanted).
 func (s *store) wantLocked(node string, v Version, notBefore time.Time, full bool) bool {
@@ -666,7 +679,7 @@ func (s *store) wantLocked(node string, v Version, notBefore time.Time, full boo
 	if w, ok := s.want[node]; ok && !w.version.Less(v) {
 		return false // already wanted; the pull is under way
 	}
-	s.want[node] = wanted{version: v, notBefore: notBefore, full: full}
+	s.setWantLocked(node, wanted{version: v, notBefore: notBefore, full: full})
 	return true
 }
 
@@ -720,7 +733,7 @@ func (s *store) noteDigest(entries []digestEntry, now time.Time, grace time.Dura
 		}
 		if cur != nil && cur.rec.version == d.Version && !cur.rec.leaving && cur.rec.sum < d.Sum {
 			// A conflict this node loses (see precheckLocked).
-			s.want[d.Node] = wanted{version: d.Version, notBefore: now, full: true}
+			s.setWantLocked(d.Node, wanted{version: d.Version, notBefore: now, full: true})
 			pull = true
 			continue
 		}
@@ -781,8 +794,11 @@ func (s *store) join(name string, addr net.IP, port uint16, meta []byte, now tim
 		if cur := s.records[name]; cur == nil || cur.rec.version.Generation < gen {
 			need := Version{Generation: gen}
 			if w, ok := s.want[name]; !ok || w.version.Less(need) {
-				s.want[name] = wanted{version: need, notBefore: now.Add(pullGrace)}
+				s.setWantLocked(name, wanted{version: need, notBefore: now.Add(pullGrace)})
 			}
+		}
+		if w, ok := s.want[name]; ok {
+			s.setWantLocked(name, w) // pullTargets skipped it while it was not live
 		}
 	}
 	s.changedLocked(name, before, false)
@@ -997,11 +1013,18 @@ type pullTarget struct {
 	layout  uint8   // the layout of the version held
 }
 
-// pullTargets returns the live members whose wanted record is due.
+// pullTargets returns the live members whose wanted record is due. It
+// scans the wanted versions only once one is due (wantDue), so that the
+// wake-ups of a busy node (every notice and digest may wake the puller)
+// cost O(1) while nothing is due, not O(wanted).
 func (s *store) pullTargets(now time.Time) []pullTarget {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if now.Before(s.wantDue) || len(s.want) == 0 {
+		return nil
+	}
 	var out []pullTarget
+	var next time.Time // the earliest notBefore still ahead
 	for name, w := range s.want {
 		cur := s.records[name]
 		if cur != nil && !cur.rec.version.Less(w.version) && !w.full {
@@ -1009,7 +1032,13 @@ func (s *store) pullTargets(now time.Time) []pullTarget {
 			continue
 		}
 		m := s.members[name]
-		if m == nil || (m.state != MemberAlive && m.state != MemberSuspect) || now.Before(w.notBefore) {
+		if m == nil || (m.state != MemberAlive && m.state != MemberSuspect) {
+			continue // join brings wantDue forward when it is back
+		}
+		if now.Before(w.notBefore) {
+			if next.IsZero() || w.notBefore.Before(next) {
+				next = w.notBefore
+			}
 			continue
 		}
 		t := pullTarget{name: name, addr: m.addr, port: m.port, version: w.version}
@@ -1018,8 +1047,25 @@ func (s *store) pullTargets(now time.Time) []pullTarget {
 		}
 		out = append(out, t)
 	}
+	s.wantDue = next
+	if len(out) > 0 {
+		// Due until pullStarted defers them: scan again at the next wake.
+		s.wantDue = now
+	}
 	slices.SortFunc(out, func(a, b pullTarget) int { return strings.Compare(a.name, b.name) })
 	return out
+}
+
+// pullStarted notes that a pull of node's record at version v is under way
+// (sent, or already in flight): the want is not due again before retryAt,
+// unless a newer version is wanted meanwhile.
+func (s *store) pullStarted(node string, v Version, retryAt time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w, ok := s.want[node]; ok && !v.Less(w.version) {
+		w.notBefore = retryAt
+		s.want[node] = w
+	}
 }
 
 // member returns where to reach a member, if it is live.
