@@ -95,6 +95,7 @@ func (g *genlClient) destinations(s Service) ([]Destination, error) {
 			Forward:       Forward(d.FwdMethod & 0x7),
 			ActiveConns:   d.ActiveConns,
 			InactiveConns: d.InactConns,
+			Traffic:       Traffic(d.Stats),
 		})
 	}
 	return out, nil

@@ -93,6 +93,17 @@ type Destination struct {
 	// ActiveConns and InactiveConns are read from the kernel; ignored on
 	// writes.
 	ActiveConns, InactiveConns uint32
+	// Traffic is read from the kernel (counters and rate estimates);
+	// ignored on writes.
+	Traffic Traffic
+}
+
+// Traffic is what IPVS counted for a real server: connections, packets
+// and bytes in (client to backend) and out since it was added, and the
+// kernel estimator's rates (per second, smoothed over a few seconds).
+type Traffic struct {
+	Conns, InPkts, OutPkts, InBytes, OutBytes uint64
+	CPS, InPPS, OutPPS, InBPS, OutBPS         uint64
 }
 
 // OpKind is the kind of one kernel write.

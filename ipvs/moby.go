@@ -91,6 +91,7 @@ func (c *mobyClient) destinations(s Service) ([]Destination, error) {
 			Forward:       Forward(m.ConnectionFlags & 0x7),
 			ActiveConns:   uint32(m.ActiveConnections),
 			InactiveConns: uint32(m.InactiveConnections),
+			Traffic:       mobyTraffic(&m.Stats),
 		})
 	}
 	return out, nil
@@ -121,3 +122,13 @@ func (c *mobyClient) do(ops []Op) []error {
 }
 
 func (c *mobyClient) close() { c.h.Close() }
+
+// mobyTraffic converts moby's 32-bit view of the kernel's counters.
+func mobyTraffic(s *mobyipvs.DstStats) Traffic {
+	if s == nil {
+		return Traffic{}
+	}
+	return Traffic{Conns: uint64(s.Connections), InPkts: uint64(s.PacketsIn), OutPkts: uint64(s.PacketsOut),
+		InBytes: s.BytesIn, OutBytes: s.BytesOut, CPS: uint64(s.CPS), InPPS: uint64(s.PPSIn), OutPPS: uint64(s.PPSOut),
+		InBPS: uint64(s.BPSIn), OutBPS: uint64(s.BPSOut)}
+}

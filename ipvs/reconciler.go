@@ -89,6 +89,9 @@ type Conns struct {
 	Active, Inactive uint32
 	Weight           uint32
 	Draining         bool
+	// Traffic is the kernel's counters and rates; nil where the data
+	// plane cannot count them (nftables).
+	Traffic *Traffic
 }
 
 // New opens the kernel (unless cfg.Kernel is given), checks that it has
@@ -202,7 +205,7 @@ func (r *Reconciler) Connections() map[vip.ServiceKey]map[netip.AddrPort]Conns {
 		}
 		m := make(map[netip.AddrPort]Conns, len(dests))
 		for _, d := range dests {
-			m[d.Addr] = Conns{Active: d.ActiveConns, Inactive: d.InactiveConns, Weight: d.Weight}
+			m[d.Addr] = Conns{Active: d.ActiveConns, Inactive: d.InactiveConns, Weight: d.Weight, Traffic: &d.Traffic}
 		}
 		out[s.ServiceKey] = m
 	}

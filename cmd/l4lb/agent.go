@@ -26,6 +26,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Advertise, "advertise", "", "address other nodes reach this one at (default: --bind, or an address of this host that memberlist picks when --bind is 0.0.0.0)")
 	join := fs.String("join", "", "comma-separated seed addresses (host or host:port) of other agents; retried until one answers")
 	fs.StringVar(&o.APIListen, "api-listen", api.DefaultAddr, "address of the local HTTP API")
+	fs.StringVar(&o.StatsListen, "stats-listen", "", "address:port of the stats page (/ and /haproxy?stats; CSV at /stats.csv and /haproxy?stats;csv); off when empty")
 	dnsListen := fs.String("dns-listen", "198.51.100.1:53", "comma-separated addresses to serve DNS on; addresses in 198.51.100.0/24 are held on --interface")
 	dnsUpstreams := fs.String("dns-upstreams", "", "comma-separated upstream resolvers for names outside the zone (default: the nameservers in /etc/resolv.conf that are not this server)")
 	fs.BoolVar(&o.DNSForward, "dns-forward", true, "forward names outside the zone to the upstream resolvers")

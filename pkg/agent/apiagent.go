@@ -242,6 +242,7 @@ func (a *apiAgent) VIPs() api.VIPs {
 		conns = a.plane.Connections()
 	}
 	v := vipsView(a.core.Table(), a.core.ProgrammedTable(), conns)
+	a.enrich(&v, conns)
 	if a.docker != nil {
 		// Local errors: containers this node cannot publish, and why. The
 		// table's errors are the table's: append to a copy.

@@ -88,7 +88,7 @@ type CoreConfig struct {
 	// Run's; must not block.
 	OnApplied func(map[string]gossip.Version)
 	Log       *logrus.Entry
-	Now     func() time.Time
+	Now       func() time.Time
 }
 
 // Stage is a step of network programming, for the latency histogram.
@@ -165,8 +165,8 @@ func (e *localEntry) effective() *source.Local {
 type pendingTable struct {
 	t     *vip.Table
 	vers  map[string]gossip.Version // the record versions it was built from, at least
-	since time.Time // when the oldest change it carries reached this node
-	built time.Time // when it was built
+	since time.Time                 // when the oldest change it carries reached this node
+	built time.Time                 // when it was built
 }
 
 // NewCore returns a Core; call Run to start it.

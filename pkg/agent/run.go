@@ -44,6 +44,7 @@ type Options struct {
 	GossipKeyFile string
 	GossipLabel   string
 	APIListen     string
+	StatsListen   string // the stats page's address:port; off when empty
 	DNSListen     []string
 	DNSUpstreams  []string
 	DNSForward    bool
@@ -315,6 +316,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	goRun("agent", func() error { return core.Run(ctx) })
 	goRun("applied report", func() error { applied.run(ctx); return nil })
+	goRun("stats page", func() error { return serveStats(ctx, o, a.VIPs, log) })
+	reg.MustRegister(newVIPCollector(a.VIPs))
 
 	ln, err := net.Listen("tcp", o.APIListen)
 	if err != nil {

@@ -23,6 +23,12 @@ type VIP struct {
 	Programmed  bool      `json:"programmed"`
 	Backends    []Backend `json:"backends"`
 	Conflicts   []string  `json:"conflicts,omitempty"`
+	// ProgrammedOn are the live nodes whose kernel serves this VIP as
+	// this node's table has it (see the agent's README); LiveNodes counts
+	// the live nodes. Traffic sums the backends'.
+	ProgrammedOn []string `json:"programmed_on,omitempty"`
+	LiveNodes    int      `json:"live_nodes,omitempty"`
+	Traffic      *Traffic `json:"traffic,omitempty"`
 }
 
 // Backend is one backend of a VIP.
@@ -33,6 +39,10 @@ type Backend struct {
 	Health      string `json:"health"`
 	ActiveConns int    `json:"active_conns"`
 	InactConns  int    `json:"inact_conns"`
+	// State is up, draining or down, with why when not up.
+	State   string   `json:"state,omitempty"`
+	Reason  string   `json:"reason,omitempty"`
+	Traffic *Traffic `json:"traffic,omitempty"`
 }
 
 // Members is the answer of GET /v1/members.

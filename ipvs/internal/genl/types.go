@@ -118,6 +118,7 @@ type Dest struct {
 
 	// Read-only, filled by Dests.
 	ActiveConns, InactConns uint32
+	Stats                   Stats
 }
 
 // Op is one command for Do. Dest is ignored by the service commands.

@@ -118,7 +118,7 @@ func (d Dest) Normalize() (Dest, error) {
 	}
 	d.Addr = addr
 	d.FwdMethod &= fwdMask
-	d.ActiveConns, d.InactConns = 0, 0
+	d.ActiveConns, d.InactConns, d.Stats = 0, 0, Stats{}
 	return d, nil
 }
 
@@ -457,9 +457,17 @@ func decodeDest(genlPayload []byte, svcFamily uint16) (Dest, error) {
 		return d, fmt.Errorf("real server: %w", err)
 	}
 	var addr []byte
+	wide := false
 	err = forEachAttr(nest, func(typ uint16, v []byte) error {
 		var err error
 		switch typ {
+		case attrDestStats64:
+			d.Stats, err = decodeStats(v)
+			wide = true
+		case attrDestStats:
+			if !wide {
+				d.Stats, err = decodeStats(v)
+			}
 		case attrDestAddr:
 			addr = v
 		case attrDestPort:

@@ -139,6 +139,7 @@ func TestDecodeKernelReplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	d.Stats = Stats{Conns: 7, InBytes: 1234} // kernelStats
 	if got != d {
 		t.Errorf("decoded %+v, want %+v (weight is 32 bits)", got, d)
 	}
