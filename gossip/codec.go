@@ -54,8 +54,7 @@ const (
 	kindDigest msgKind = 4 // every node's version (push/pull anti-entropy)
 	kindPages  msgKind = 5 // the pages that changed since a version (TCP reply)
 	// kindApplied is a part of a node's report of what its kernel
-	// programmed (gossip). Added within format 2: a node that predates it
-	// drops it as bad input (counted) and works on without it.
+	// programmed (gossip); part of format 3.
 	kindApplied msgKind = 6
 )
 
