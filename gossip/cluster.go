@@ -68,6 +68,7 @@ type Cluster struct {
 	// generation is read by memberlist (NodeMeta) without c.mu.
 	generation atomic.Uint64
 	livePeers  atomic.Int64
+	pushPulled atomic.Bool // a peer's whole state was merged (Merged)
 
 	mu      sync.Mutex // guards ml, started, left, recent, fullReply; serialises publications
 	ml      *memberlist.Memberlist

@@ -99,6 +99,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	if pull {
 		c.wakePulls()
 	}
+	c.pushPulled.Store(true)
 }
 
 // events follows membership. memberlist calls these methods one at a time,

@@ -248,26 +248,8 @@ func Run(ctx context.Context, o Options) error {
 		reg.MustRegister(plane.Collector())
 	}
 
-	// This node's first record holds what its local sources hold now, so
-	// that peers that kept its backends through a restart switch to a
-	// record that still has them (the services directory is read once
-	// here; Docker's first listing comes later).
-	var dir *source.Dir
-	if o.ServicesDir != "" {
-		dir = source.NewDir(source.DirConfig{Path: o.ServicesDir, Log: log})
-		a.dir = dir
-		src.dir = dir.Stats
-		set, _ := dir.Scan()
-		a.replace(SourceDir, set)
-	}
-	core.PublishNow()
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Gossip first: if its port is taken, nothing else has started yet.
-	if err := cluster.Start(ctx); err != nil {
-		return fmt.Errorf("gossip: %w", err)
-	}
 	var running components
 	errc := make(chan error, 1) // the first failure stops the agent; later ones are logged
 	goRun := func(name string, fn func() error) {
@@ -285,12 +267,18 @@ func Run(ctx context.Context, o Options) error {
 		}()
 	}
 
-	if dir != nil {
-		goRun("services directory", func() error {
-			return dir.RunDelta(ctx, func(set []source.Local, removed []string) {
-				a.update(SourceDir, set, removed)
-			})
-		})
+	// This node's first record holds what its local sources hold now, so
+	// that peers that kept its backends through a restart switch to a
+	// record that still has them (the services directory is read once
+	// here, and Docker's first listing is waited for, up to
+	// dockerFirstListing).
+	var dir *source.Dir
+	if o.ServicesDir != "" {
+		dir = source.NewDir(source.DirConfig{Path: o.ServicesDir, Log: log})
+		a.dir = dir
+		src.dir = dir.Stats
+		set, _ := dir.Scan()
+		a.replace(SourceDir, set)
 	}
 	if o.DockerEndpoint != "" {
 		addr, err := nodeAddr(o)
@@ -305,9 +293,37 @@ func Run(ctx context.Context, o Options) error {
 		}
 		a.docker = ds
 		src.docker = ds.Stats
+		listed := make(chan struct{})
+		var once sync.Once
 		goRun("docker source", func() error {
 			defer ds.Close()
-			return ds.Run(ctx, a.updateDocker)
+			return ds.Run(ctx, func(set []source.Local, removed []string) {
+				a.updateDocker(set, removed)
+				once.Do(func() { close(listed) })
+			})
+		})
+		select {
+		case <-listed:
+		case <-time.After(dockerFirstListing):
+			log.WithField("reason", "no answer from the Docker engine within "+dockerFirstListing.String()).
+				Warn("publishing this node's first record without Docker's backends; they follow")
+		}
+	}
+	core.PublishNow()
+
+	// Gossip only now: if its port is taken, the sources started above stop.
+	if err := cluster.Start(ctx); err != nil {
+		cancel()
+		sctx, scancel := context.WithTimeout(context.Background(), shutdownBound)
+		defer scancel()
+		running.wait(sctx)
+		return fmt.Errorf("gossip: %w", err)
+	}
+	if dir != nil {
+		goRun("services directory", func() error {
+			return dir.RunDelta(ctx, func(set []source.Local, removed []string) {
+				a.update(SourceDir, set, removed)
+			})
 		})
 	}
 	reg.MustRegister(newCollector(src), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -587,18 +603,27 @@ func Cleanup(o Options) error {
 // a change that finds the agent idle is applied at once.
 const minRebuildInterval = 50 * time.Millisecond
 
+// dockerFirstListing bounds how long the agent waits, before it starts
+// gossip, for the Docker source's first listing, so that its first record
+// holds the containers' backends.
+const dockerFirstListing = 5 * time.Second
+
 // joinGrace is how long an agent with seeds waits for one to answer before
 // it programs the kernel from its own state alone (the first node of a
 // cluster whose other nodes are not up yet).
 const joinGrace = 10 * time.Second
 
-// stateMerged says the cluster state is merged once a peer is in the
-// cluster (a join or a peer's join exchanges the full state), at once
-// without seeds, and after grace when no seed answers.
+// stateMerged says the cluster state is merged once a peer's whole state
+// was merged and the records it announced are held (gossip's Merged: a
+// join, or a peer's join, exchanges it), at once without seeds, and after
+// grace when no seed answers. Until then the kernel is not touched: a
+// restarted node's State() lacks other nodes' backends, which its kernel
+// still serves. A peer being a member is not enough: memberlist reports
+// the join before it merges the state that came with it.
 func stateMerged(c *gossip.Cluster, seeds bool, start time.Time, grace time.Duration) func() (bool, string) {
 	return func() (bool, string) {
 		switch {
-		case !seeds, c.Stats().Members >= 2:
+		case !seeds, c.Merged():
 			return true, ""
 		case time.Since(start) > grace:
 			return true, ""
