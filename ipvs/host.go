@@ -40,6 +40,10 @@ type hostSetup struct {
 	masq      Masquerade
 	log       *logrus.Entry
 	backend   string // "legacy" or "nft", once detected
+	// noV6 is why IPv6 cannot be masqueraded ("" when it can): the
+	// backend's ip6tables nat table refused our probe chain. IPv6 VIPs
+	// are then left out of the kernel (Reconciler.IPv6Disabled).
+	noV6 string
 }
 
 // inNamespace runs fn inside the network namespace at path ("" is the
@@ -116,15 +120,36 @@ func (h *hostSetup) run(stdin string, name string, args ...string) (string, erro
 	return string(out), nil
 }
 
+// probeChain is the chain created and deleted to prove that a backend can
+// write the nat table.
+const probeChain = "L4LB-PROBE"
+
+// proveNAT proves that backend can write the nat table of a family by
+// creating and deleting our probe chain: on some kernels nf_tables loads
+// and lists an (empty) nat table but cannot create one, and a listing
+// alone would pass.
+func (h *hostSetup) proveNAT(backend string, v6 bool) error {
+	cmd := iptablesCmd(backend, v6)
+	_, _ = h.run("", cmd, "-w", "-t", "nat", "-X", probeChain) // left by a crash
+	if _, err := h.run("", cmd, "-w", "-t", "nat", "-N", probeChain); err != nil {
+		return err
+	}
+	if _, err := h.run("", cmd, "-w", "-t", "nat", "-X", probeChain); err != nil {
+		return err
+	}
+	return nil
+}
+
 // detectBackend picks the iptables backend the host uses: the one that
 // already holds rules (as kube-proxy's iptables-wrapper decides); with no
-// rules anywhere, nft when the kernel has it, else legacy. A host whose
-// rules live in one backend must get ours in the same one, or packets meet
-// two rule sets in an order nobody chose.
+// rules anywhere, nft before legacy. A host whose rules live in one backend
+// must get ours in the same one, or packets meet two rule sets in an order
+// nobody chose. A backend is chosen only once it has proven it can write
+// the IPv4 nat table (proveNAT); if the preferred one cannot, the other is
+// tried. Then IPv6 NAT is proven the same way; without it IPv6 is not
+// masqueraded and IPv6 VIPs are disabled (noV6), with a warning, while
+// IPv4 works.
 func (h *hostSetup) detectBackend() (string, error) {
-	if h.masq.IPTables != "" {
-		return h.masq.IPTables, nil
-	}
 	if h.backend != "" {
 		return h.backend, nil
 	}
@@ -141,24 +166,42 @@ func (h *hostSetup) detectBackend() (string, error) {
 		}
 		return n, true
 	}
-	nLegacy, okLegacy := count("legacy")
-	nNft, okNft := count("nft")
-	// iptables-nft-save can succeed on a kernel without nf_tables; a nat
-	// listing proves the backend works.
-	if okNft {
-		if _, err := h.run("", iptablesCmd("nft", false), "-w", "-t", "nat", "-S", "POSTROUTING"); err != nil {
-			okNft = false
+	var order []string
+	var nLegacy, nNft int
+	if h.masq.IPTables != "" {
+		order = []string{h.masq.IPTables}
+	} else {
+		var okLegacy, okNft bool
+		nLegacy, okLegacy = count("legacy")
+		nNft, okNft = count("nft")
+		switch {
+		case okLegacy && (!okNft || nLegacy > nNft):
+			order = []string{"legacy", "nft"}
+		default:
+			order = []string{"nft", "legacy"}
 		}
 	}
-	switch {
-	case okLegacy && (!okNft || nLegacy > nNft):
-		h.backend = "legacy"
-	case okNft:
-		h.backend = "nft"
-	default:
-		return "", fmt.Errorf("no working iptables: neither iptables-legacy nor iptables-nft can list rules")
+	var errs []error
+	for _, b := range order {
+		err := h.proveNAT(b, false)
+		if err == nil {
+			h.backend = b
+			break
+		}
+		errs = append(errs, fmt.Errorf("iptables-%s: %w", b, err))
+		if len(order) > 1 {
+			h.log.WithFields(logrus.Fields{"backend": b, "reason": err.Error()}).Warn("iptables backend cannot write the nat table; trying the other")
+		}
 	}
-	h.log.WithFields(logrus.Fields{"backend": h.backend, "legacy_rules": nLegacy, "nft_rules": nNft}).Info("iptables backend detected")
+	if h.backend == "" {
+		return "", fmt.Errorf("no working iptables: no backend could create a chain in the nat table: %w", errors.Join(errs...))
+	}
+	if err := h.proveNAT(h.backend, true); err != nil {
+		h.noV6 = fmt.Sprintf("IPv6 VIPs disabled: %s cannot write the IPv6 nat table (no IPv6 NAT in this kernel?): %v", iptablesCmd(h.backend, true), err)
+		h.log.WithFields(logrus.Fields{"backend": h.backend, "reason": h.noV6}).
+			Warn("IPv6 VIPs disabled: this kernel cannot masquerade IPv6; IPv4 VIPs work")
+	}
+	h.log.WithFields(logrus.Fields{"backend": h.backend, "legacy_rules": nLegacy, "nft_rules": nNft, "ipv6": h.noV6 == ""}).Info("iptables backend detected")
 	return h.backend, nil
 }
 
@@ -187,6 +230,9 @@ func (h *hostSetup) ensureMasquerade() error {
 		return err
 	}
 	for _, v6 := range []bool{false, true} {
+		if v6 && h.noV6 != "" {
+			continue
+		}
 		cmd := iptablesCmd(backend, v6)
 		input := "*nat\n:" + masqChain + " - [0:0]\n" + strings.Join(append(masqRules(h.masq.VIPRanges, v6), "COMMIT"), "\n") + "\n"
 		if _, err := h.run(input, cmd+"-restore", "-w", "--noflush"); err != nil {
@@ -214,6 +260,9 @@ func (h *hostSetup) removeMasquerade() error {
 	}
 	var errs []error
 	for _, v6 := range []bool{false, true} {
+		if v6 && h.noV6 != "" {
+			continue
+		}
 		cmd := iptablesCmd(backend, v6)
 		jump := []string{"POSTROUTING", "-m", "comment", "--comment", masqComment, "-j", masqChain}
 		for i := 0; i < 10; i++ {

@@ -143,6 +143,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 // waits for the first Update, so that a restarting agent never applies an
 // empty table before it knows the cluster.
 func (r *Reconciler) Update(t *vip.Table) {
+	if why := r.IPv6Disabled(); why != "" {
+		t = withoutIPv6(t, why)
+	}
 	r.mu.Lock()
 	r.desired = t
 	r.mu.Unlock()

@@ -32,22 +32,8 @@ var Modules = []string{
 // UML guest, where no module is loaded on demand), loopback up, and IPVS
 // present.
 func prepareKernel() error {
-	if os.Getenv(EnvKernel) != "host" {
-		var uname unix.Utsname
-		if err := unix.Uname(&uname); err != nil {
-			return fmt.Errorf("uname: %w", err)
-		}
-		release := unix.ByteSliceToString(uname.Release[:])
-		dir := filepath.Join(umlModulesRoot, release)
-		loader, err := newModuleLoader(dir)
-		if err != nil {
-			return err
-		}
-		for _, m := range Modules {
-			if err := loader.load(m); err != nil {
-				return fmt.Errorf("load module %s: %w", m, err)
-			}
-		}
+	if err := LoadModules(Modules...); err != nil {
+		return err
 	}
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
@@ -58,6 +44,31 @@ func prepareKernel() error {
 	}
 	if _, err := os.Stat("/proc/net/ip_vs"); err != nil {
 		return fmt.Errorf("this kernel has no IPVS (/proc/net/ip_vs: %v)", err)
+	}
+	return nil
+}
+
+// LoadModules loads kernel modules and their dependencies in the UML
+// guest, as modprobe would (the guest loads nothing on demand): what
+// prepareKernel does at boot, and what a test that needs a module beyond
+// Modules (nf_tables, say) calls. On the host kernel (L4LB_KERNEL=host) it
+// does nothing: modules are the host's business.
+func LoadModules(names ...string) error {
+	if os.Getenv(EnvKernel) == "host" {
+		return nil
+	}
+	var uname unix.Utsname
+	if err := unix.Uname(&uname); err != nil {
+		return fmt.Errorf("uname: %w", err)
+	}
+	loader, err := newModuleLoader(filepath.Join(umlModulesRoot, unix.ByteSliceToString(uname.Release[:])))
+	if err != nil {
+		return err
+	}
+	for _, m := range names {
+		if err := loader.load(m); err != nil {
+			return fmt.Errorf("load module %s: %w", m, err)
+		}
 	}
 	return nil
 }

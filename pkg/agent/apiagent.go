@@ -223,6 +223,9 @@ func (a *apiAgent) Ready() (bool, string) {
 	if err := a.core.PublishError(); err != nil {
 		return false, "this node's backends are not all published: " + err.Error()
 	}
+	if p, ok := a.plane.(interface{ IPv6Disabled() string }); ok {
+		return true, p.IPv6Disabled() // degraded: IPv4 serves
+	}
 	return true, ""
 }
 

@@ -32,7 +32,8 @@ type Agent interface {
 	// begun.
 	Leave() error
 	// Ready says whether the agent has merged the cluster state and synced
-	// the kernel once, and if not, why not.
+	// the kernel once, and if not, why not; ready with a reason is ready
+	// but degraded (IPv6 VIPs disabled, say), and /readyz shows it.
 	Ready() (bool, string)
 }
 
@@ -71,11 +72,15 @@ func NewHandler(a Agent, gatherer prometheus.Gatherer, log *logrus.Entry) http.H
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if ok, why := a.Ready(); !ok {
+		ok, why := a.Ready()
+		switch {
+		case !ok:
 			writeJSON(w, http.StatusServiceUnavailable, Error{Error: "not ready: " + why})
-			return
+		case why != "":
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "degraded": why})
+		default:
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
