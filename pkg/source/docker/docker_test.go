@@ -512,13 +512,13 @@ func TestDockerEngineUnreachable(t *testing.T) {
 	keep := e.run(box{name: "u-keep", labels: map[string]string{"l4lb.vip.8080": "/u:80"}, publish: []string{"8080/tcp"}})
 	keyKeep := published("/u:80", e.hostPort(keep, "8080/tcp"))
 	p1, p2 := newProxy(t, e.sock), newProxy(t, e.sock)
-	long, c1 := runSource(t, "unix://"+p1.path, Config{Grace: time.Minute, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
-	short, c2 := runSource(t, "unix://"+p2.path, Config{Grace: time.Second, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	long, c1 := runSource(t, "unix://"+p1.Path, Config{Grace: time.Minute, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	short, c2 := runSource(t, "unix://"+p2.Path, Config{Grace: time.Second, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	c1.waitFor("long-grace source", time.Now(), 5*time.Second, exactly(keyKeep))
 	c2.waitFor("short-grace source", time.Now(), 5*time.Second, exactly(keyKeep))
 
-	p1.cut()
-	p2.cut()
+	p1.Cut()
+	p2.Cut()
 	cutAt := time.Now()
 	eventsBefore := long.Stats().Events
 	// While they look away: u-keep stops, u-new starts.
@@ -542,8 +542,8 @@ func TestDockerEngineUnreachable(t *testing.T) {
 		t.Errorf("long-grace Stats during the outage = %+v", st)
 	}
 
-	p1.restore()
-	p2.restore()
+	p1.Restore()
+	p2.Restore()
 	back := time.Now()
 	c1.waitFor("long-grace source catches up", back, 3*time.Second, exactly(keyNew))
 	c2.waitFor("short-grace source catches up", back, 3*time.Second, exactly(keyNew))
