@@ -364,11 +364,8 @@ func (c *Cluster) run() {
 			if n := c.store.sweep(c.now(), c.timing.ForgetAfter); n > 0 {
 				c.log.WithField("forgotten", n).Debug("forgot long-gone members")
 			}
-			known := map[string]bool{}
-			for _, m := range c.Members() {
-				known[m.Name] = true
-			}
-			c.applied.forget(func(n string) bool { return known[n] })
+			// O(reports): Members() would build and sort the whole list.
+			c.applied.forget(c.store.known)
 		case <-reconnect.C:
 			if reconnecting.Load() {
 				continue

@@ -1068,6 +1068,15 @@ func (s *store) pullStarted(node string, v Version, retryAt time.Time) {
 	}
 }
 
+// known says whether name is a member this node still remembers (in any
+// state; sweep forgets the long-gone ones).
+func (s *store) known(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.members[name]
+	return ok
+}
+
 // member returns where to reach a member, if it is live.
 func (s *store) member(name string) (pullTarget, bool) {
 	s.mu.Lock()
