@@ -55,13 +55,15 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 	wait := fs.Bool("wait", false, "return when every live node's kernel has the backend programmed (healthy)")
 	timeout := fs.Duration("timeout", time.Minute, "with --wait: give up after this long, with a non-zero exit")
 	persistence := uint32Flag(fs, "persistence", 0, "seconds of client affinity for the VIP (0: none)")
+	public := fs.Bool("public", false, "public nodes (agents with --public-address) serve the VIP on their own addresses too")
+	publicPort := fs.Int("public-port", 0, "port of the VIP on public nodes, 1 to 65535, with --public (default: the VIP's port)")
 	addr := apiFlag(fs)
 	pos, err := parse(fs, args, []string{"VIP", "BACKEND"})
 	if err != nil {
 		return err
 	}
 	w := uint32(*weight)
-	e := source.Entry{VIP: pos[0], Backend: pos[1], Framework: *framework, Protocol: *protocol, Weight: &w, Check: *check, Scheduler: *scheduler, Persistence: uint32(*persistence)}
+	e := source.Entry{VIP: pos[0], Backend: pos[1], Framework: *framework, Protocol: *protocol, Weight: &w, Check: *check, Scheduler: *scheduler, Persistence: uint32(*persistence), Public: *public, PublicPort: *publicPort}
 	if _, err := e.Parse(); err != nil {
 		return err
 	}

@@ -123,6 +123,8 @@ func FuzzDecode(f *testing.F) {
 		`{"vip":"udp:///dns:53","backend":"[fd00::1]:53","check":"tcp","check_interval":"2s","check_timeout":"1s","check_rise":3,"check_fall":1}`,
 		`{"vip":"11.1.1.1:80","backend":"10.0.0.1:80","weight":0}`,
 		`{"vip":"/a:1","backend":"10.0.0.1:1","check":"http://x"}`,
+		`{"vip":"/dcos-101/app2:10000","backend":"10.0.0.12:8080","public":true,"public_port":10000}`,
+		`{"vip":"/a:1","backend":"10.0.0.1:1","public":true,"public_port":70000}`,
 		`{}`, `null`, `[]`, `{"vip":1}`,
 	} {
 		f.Add([]byte(s))

@@ -20,7 +20,8 @@ import (
 //	{"vip": "/dcos-101/app2:10000", "backend": "10.0.0.12:8080",
 //	 "framework": "marathon", "protocol": "tcp", "weight": 1,
 //	 "check": "http:///healthz", "check_interval": "1s", "check_timeout": "1s",
-//	 "check_rise": 2, "check_fall": 2, "scheduler": "wlc", "persistence": 0}
+//	 "check_rise": 2, "check_fall": 2, "scheduler": "wlc", "persistence": 0,
+//	 "public": true, "public_port": 10000}
 //
 // Only vip and backend are required. Parse checks an Entry and fills in the
 // defaults.
@@ -60,6 +61,12 @@ type Entry struct {
 	// Persistence is the client affinity the backend asks for its VIP, in
 	// seconds; 0 for none.
 	Persistence uint32 `json:"persistence,omitempty"`
+	// Public asks that public nodes (agents with --public-address) serve
+	// the VIP on their own addresses, at PublicPort: 1 to 65535, the VIP's
+	// port when 0 or absent. Like the scheduler, it belongs to the VIP
+	// (vip.Registration.Public).
+	Public     bool `json:"public,omitempty"`
+	PublicPort int  `json:"public_port,omitempty"`
 }
 
 // Limits and defaults that Parse applies.
@@ -158,6 +165,8 @@ type Local struct {
 	Check       Check
 	Scheduler   string
 	Persistence uint32
+	Public      bool
+	PublicPort  uint16 // 0: the VIP's port
 }
 
 // KeyOf is the key of the registration of backend for spec: the VIP's
@@ -182,6 +191,8 @@ func (l Local) Registration(h vip.Health) vip.Registration {
 		Health:      h,
 		Scheduler:   l.Scheduler,
 		Persistence: l.Persistence,
+		Public:      l.Public,
+		PublicPort:  l.PublicPort,
 	}
 }
 
@@ -216,6 +227,8 @@ func (l Local) Entry() Entry {
 		Weight:      &w,
 		Scheduler:   l.Scheduler,
 		Persistence: l.Persistence,
+		Public:      l.Public,
+		PublicPort:  int(l.PublicPort),
 	}
 	if l.Check.Kind != "" {
 		e.Check = l.Check.String()
@@ -317,6 +330,15 @@ func (e Entry) Parse() (Local, error) {
 		errs = append(errs, fmt.Errorf("scheduler %q: want one of %s", e.Scheduler, strings.Join(Schedulers, ", ")))
 	}
 	l.Persistence = e.Persistence
+	l.Public = e.Public
+	switch {
+	case e.PublicPort < 0 || e.PublicPort > 65535:
+		errs = append(errs, fmt.Errorf("public_port %d: want 1 to 65535 (or 0 for the VIP's port)", e.PublicPort))
+	case e.PublicPort != 0 && !e.Public:
+		errs = append(errs, fmt.Errorf("public_port %d: given without \"public\": true", e.PublicPort))
+	default:
+		l.PublicPort = uint16(e.PublicPort)
+	}
 
 	check, checkErrs := e.parseCheck()
 	l.Check = check

@@ -51,6 +51,16 @@ func TestEntryParseDefaultsAndValues(t *testing.T) {
 				Scheduler: "mh", Persistence: 300},
 		},
 		{
+			name:  "public at the VIP's port",
+			entry: Entry{VIP: "/app:80", Backend: "10.0.0.1:80", Public: true},
+			want:  Local{VIP: mustSpec(t, "/app:80"), Framework: "marathon", Backend: netip.MustParseAddrPort("10.0.0.1:80"), Weight: 1, Scheduler: "wlc", Public: true},
+		},
+		{
+			name:  "public at another port",
+			entry: Entry{VIP: "/app:80", Backend: "10.0.0.1:80", Public: true, PublicPort: 10000},
+			want:  Local{VIP: mustSpec(t, "/app:80"), Framework: "marathon", Backend: netip.MustParseAddrPort("10.0.0.1:80"), Weight: 1, Scheduler: "wlc", Public: true, PublicPort: 10000},
+		},
+		{
 			name:  "weight 0 is kept",
 			entry: Entry{VIP: "/app:80", Backend: "10.0.0.1:80", Weight: u32(0)},
 			want:  Local{VIP: mustSpec(t, "/app:80"), Framework: "marathon", Backend: netip.MustParseAddrPort("10.0.0.1:80"), Weight: 0, Scheduler: "wlc"},
@@ -150,6 +160,9 @@ func TestEntryParseErrors(t *testing.T) {
 		{"timeout longer than interval", with(func(e *Entry) { e.Check = "tcp"; e.CheckTimeout = "2s" }), []string{"check_timeout 2s: longer than check_interval 1s"}},
 		{"rise negative", with(func(e *Entry) { e.Check = "tcp"; e.CheckRise = -1 }), []string{"check_rise -1: want 1 to 100"}},
 		{"fall too big", with(func(e *Entry) { e.Check = "tcp"; e.CheckFall = 101 }), []string{"check_fall 101: want 1 to 100"}},
+		{"public port too big", with(func(e *Entry) { e.Public = true; e.PublicPort = 65536 }), []string{"public_port 65536: want 1 to 65535 (or 0 for the VIP's port)"}},
+		{"public port negative", with(func(e *Entry) { e.Public = true; e.PublicPort = -1 }), []string{"public_port -1: want 1 to 65535 (or 0 for the VIP's port)"}},
+		{"public port without public", with(func(e *Entry) { e.PublicPort = 10000 }), []string{`public_port 10000: given without "public": true`}},
 		{"IP VIP of another family than its backend", with(func(e *Entry) { e.VIP = "[::1]:80" }), []string{`backend "10.0.0.1:80" is IPv4 but the vip "[::1]:80" is IPv6`, "loopback"}},
 		{"IPv6 backend for an IPv4 VIP", with(func(e *Entry) { e.VIP = "11.1.1.1:80"; e.Backend = "[fd00::1]:80" }), []string{"is IPv6 but the vip", "is IPv4"}},
 		{"loopback VIP", with(func(e *Entry) { e.VIP = "127.0.0.5:80" }), []string{"127.0.0.5 is a loopback address"}},

@@ -58,8 +58,9 @@ type Labels struct {
 	Weight      *uint32 // l4lb.weight; nil for the default
 	Scheduler   string  // l4lb.scheduler, lower-cased; "" for the default
 	Persistence uint32  // l4lb.persistence, seconds
-	// Public is l4lb.public ("true" or "false"). source.Local has no field
-	// for it yet: it is carried on Backend.
+	// Public is l4lb.public ("true" or "false"): public nodes serve the
+	// container's VIPs on their own addresses, at the VIP's port
+	// (source.Local.Public).
 	Public bool
 	// Network is l4lb.network: the Docker network whose address of the
 	// container is the backend's, as other nodes reach it.
@@ -370,6 +371,7 @@ func (l Labels) Locals(addr func(Port) (netip.AddrPort, bool)) ([]source.Local, 
 				Weight:      l.Weight,
 				Scheduler:   l.Scheduler,
 				Persistence: l.Persistence,
+				Public:      l.Public,
 			}
 			local, err := e.Parse()
 			if err != nil {

@@ -87,7 +87,7 @@ type Backend struct {
 	// DockerHealth is Docker's own word: "starting", "healthy",
 	// "unhealthy"; empty without a HEALTHCHECK.
 	DockerHealth string
-	// Public is the l4lb.public label. source.Local has no field for it.
+	// Public is the l4lb.public label (also in each Local's Public).
 	Public bool
 }
 

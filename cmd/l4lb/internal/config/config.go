@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -113,6 +114,32 @@ func ParsePrefix(flagName, s string, v6 bool) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("--%s %q: host bits set; did you mean %s?", flagName, s, p.Masked())
 	}
 	return p, nil
+}
+
+// ParseAddrs parses a comma-separated list of IP addresses (IPv4, or IPv6
+// without brackets or zone), IPv4-mapped ones unmapped; duplicates are an
+// error, and so are addresses that no other host can reach (unspecified,
+// loopback, multicast, link-local).
+func ParseAddrs(flagName, s string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, item := range SplitList(s) {
+		a, err := netip.ParseAddr(item)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("--%s %q: not an IP address (want 192.0.2.10 or 2001:db8::10)", flagName, item)
+		case a.Zone() != "":
+			return nil, fmt.Errorf("--%s %q: an address with a zone cannot be published", flagName, item)
+		}
+		a = a.Unmap()
+		switch {
+		case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast(), a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			return nil, fmt.Errorf("--%s %q: %s cannot be reached from other hosts (unspecified, loopback, multicast, link-local or broadcast)", flagName, item, a)
+		case slices.Contains(out, a):
+			return nil, fmt.Errorf("--%s %q: %s is given twice", flagName, s, a)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // Logger builds the agent's logger.

@@ -3,6 +3,7 @@ package config
 import (
 	"flag"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,6 +95,66 @@ func TestParsePrefix(t *testing.T) {
 			t.Errorf("ParsePrefix(%q, v6=%v) = %v, want %q", tc.in, tc.v6, err, tc.want)
 		}
 	}
+}
+
+func TestParseAddrs(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string // the addresses joined by "|", or an error's text
+	}{
+		{"192.0.2.10", "192.0.2.10"},
+		{" 192.0.2.10, 2001:db8::10 ", "192.0.2.10|2001:db8::10"},
+		{"::ffff:192.0.2.10", "192.0.2.10"},
+		{"", ""},
+		{"node1", `--public-address "node1": not an IP address`},
+		{"192.0.2.10:80", `--public-address "192.0.2.10:80": not an IP address`},
+		{"[2001:db8::10]", `not an IP address`},
+		{"fe80::1%eth0", "with a zone"},
+		{"0.0.0.0", "cannot be reached from other hosts"},
+		{"127.0.0.1", "cannot be reached from other hosts"},
+		{"fe80::1", "cannot be reached from other hosts"},
+		{"224.0.0.1", "cannot be reached from other hosts"},
+		{"192.0.2.10,192.0.2.10", "given twice"},
+	} {
+		got, err := ParseAddrs("public-address", tc.in)
+		s := ""
+		if err != nil {
+			s = err.Error()
+		} else {
+			parts := make([]string, len(got))
+			for i, a := range got {
+				parts[i] = a.String()
+			}
+			s = strings.Join(parts, "|")
+		}
+		if (err == nil && s != tc.want) || (err != nil && !strings.Contains(s, tc.want)) || (err != nil && tc.want == "") {
+			t.Errorf("ParseAddrs(%q) = %q, want %q", tc.in, s, tc.want)
+		}
+	}
+}
+
+// FuzzParseAddrs: never panics; what it accepts parses back from its
+// String form, is reachable from other hosts and holds no duplicate.
+func FuzzParseAddrs(f *testing.F) {
+	for _, s := range []string{"192.0.2.10", "192.0.2.10,2001:db8::10", "::ffff:1.2.3.4", "x", "127.0.0.1", "fe80::1%eth0", ",,"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParseAddrs("public-address", s)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "--public-address ") {
+				t.Fatalf("error does not name the flag: %v", err)
+			}
+			return
+		}
+		seen := map[netip.Addr]bool{}
+		for _, a := range got {
+			if b, err := netip.ParseAddr(a.String()); err != nil || b != a || a.Is4In6() || a.IsLoopback() || a.IsUnspecified() || seen[a] {
+				t.Fatalf("ParseAddrs(%q) gave %v", s, got)
+			}
+			seen[a] = true
+		}
+	})
 }
 
 func TestLogger(t *testing.T) {
