@@ -30,6 +30,18 @@ type Config struct {
 	// LocalAddrs are kept on the dummy interface besides the VIPs (the DNS
 	// listen address, 198.51.100.1).
 	LocalAddrs []netip.Addr
+	// PublicAddrs make the node public: every VIP with a public port is
+	// also served at each of these addresses of its family, at that port
+	// (package ipvs/public). They are the node's own addresses:
+	// never put on the dummy interface. Connections to them are
+	// masqueraded like VIP connections, and New sets forwarding on (README:
+	// public nodes).
+	PublicAddrs []netip.Addr
+	// PublicRecord is the file that lists the public services l4lb created
+	// (written before a service is added, after one is deleted), so that a
+	// restarted agent and Cleanup know them from an operator's services on
+	// the same address; "" keeps the list in memory only.
+	PublicRecord string
 	// ResyncPeriod is how often the kernel is read back in full and drift
 	// repaired; default 30s.
 	ResyncPeriod time.Duration
@@ -99,6 +111,9 @@ func (c Config) withDefaults() Config {
 	}
 	if len(c.Masquerade.VIPRanges) == 0 {
 		c.Masquerade.VIPRanges = []netip.Prefix{netip.MustParsePrefix("11.0.0.0/8"), netip.MustParsePrefix("fd01:c::/64")}
+	}
+	for _, a := range c.PublicAddrs {
+		c.Masquerade.VIPRanges = append(c.Masquerade.VIPRanges, netip.PrefixFrom(a, a.BitLen()))
 	}
 	if c.Logger == nil {
 		c.Logger = logrus.NewEntry(logrus.StandardLogger())

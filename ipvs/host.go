@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,6 +33,15 @@ var Sysctls = []Sysctl{
 	{"net.ipv4.conf.all.arp_announce", "2", "never use a VIP as the source of an ARP request"},
 }
 
+// PublicSysctls are set besides Sysctls on a public node (Config.PublicAddrs):
+// the replies of a public service's backends, once the masquerade is undone,
+// are addressed to a client outside the node and leave by the forward path.
+// The IPv6 one only when a public address is IPv6.
+var PublicSysctls = []Sysctl{
+	{"net.ipv4.ip_forward", "1", "public node: replies to outside clients of a public service are forwarded once the masquerade is undone"},
+	{"net.ipv6.conf.all.forwarding", "1", "public node with an IPv6 public address: the same for IPv6"},
+}
+
 // hostSetup owns what l4lb sets outside IPVS: sysctls and the masquerade
 // rules in iptables.
 type hostSetup struct {
@@ -39,7 +49,8 @@ type hostSetup struct {
 	iface     string
 	masq      Masquerade
 	log       *logrus.Entry
-	backend   string // "legacy" or "nft", once detected
+	public    []netip.Addr // Config.PublicAddrs: PublicSysctls are set too
+	backend   string       // "legacy" or "nft", once detected
 	// noV6 is why IPv6 cannot be masqueraded ("" when it can): the
 	// backend's ip6tables nat table refused our probe chain. IPv6 VIPs
 	// are then left out of the kernel (Reconciler.IPv6Disabled).
@@ -58,7 +69,14 @@ func sysctlPath(key string) string {
 func (h *hostSetup) setSysctls() error {
 	return inNamespace(h.namespace, func() error {
 		var errs []error
-		for _, s := range Sysctls {
+		sysctls := Sysctls
+		if len(h.public) > 0 {
+			sysctls = append(slices.Clone(sysctls), PublicSysctls[0])
+			if slices.ContainsFunc(h.public, netip.Addr.Is6) {
+				sysctls = append(sysctls, PublicSysctls[1])
+			}
+		}
+		for _, s := range sysctls {
 			if err := os.WriteFile(sysctlPath(s.Key), []byte(s.Value), 0o644); err != nil {
 				errs = append(errs, fmt.Errorf("set sysctl %s=%s (%s): %w", s.Key, s.Value, s.Why, err))
 				continue

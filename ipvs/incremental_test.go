@@ -19,8 +19,11 @@ import (
 func TestIncrementalPlanEqualsFullDiff(t *testing.T) {
 	for seed := int64(0); seed < 20; seed++ {
 		rng := rand.New(rand.NewSource(seed))
-		inc := newFixture(t, nil, nil)
-		full := newFixture(t, nil, nil)
+		// Both are public nodes: the public services follow the same
+		// tables (incremental expansion against a rebuild each time).
+		public := func(c *Config) { c.PublicAddrs = testPublicAddrs }
+		inc := newFixture(t, nil, public)
+		full := newFixture(t, nil, public)
 		cur := vip.Derive(nil, nil, nil, nil)
 		for step := 0; step < 60; step++ {
 			vips := slices.Clone(cur.VIPs)
@@ -63,6 +66,7 @@ func mutate(rng *rand.Rand, vips []vip.VIP, changed []vip.ServiceKey) ([]vip.VIP
 	for i := range v.Backends {
 		v.Backends[i].Weight = uint32(rng.Intn(3))
 	}
+	v.PublicPort = []uint16{0, 0, 10000, 80}[rng.Intn(4)]
 	i := slices.IndexFunc(vips, func(x vip.VIP) bool { return x.ServiceKey == v.ServiceKey })
 	switch {
 	case i >= 0 && rng.Intn(3) == 0:

@@ -111,6 +111,9 @@ func (r *Reconciler) plan(desired *vip.Table, now time.Time, all bool) ([]Op, []
 	svcOps := make([]Op, 0, room)
 	var delSvcs []Op
 	for _, k := range keys {
+		if r.foreign[k] {
+			continue // an operator's service holds a public service's key
+		}
 		if i, ok := find(k); ok {
 			svcOps = r.planService(svcOps, &desired.VIPs[i], now)
 			continue
@@ -134,6 +137,9 @@ func (r *Reconciler) plan(desired *vip.Table, now time.Time, all bool) ([]Op, []
 
 	var addAddrs, delAddrs []Op
 	for a := range addrCand {
+		if r.nodeAddr(a) {
+			continue // the node's own address: never on the dummy interface
+		}
 		switch want, have := addrUse[a] > 0, r.addrs[a]; {
 		case want && !have:
 			addAddrs = append(addAddrs, Op{Kind: AddAddress, Addr: a})

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/l4lb/l4lb/ipvs/internal/runner"
+	"github.com/l4lb/l4lb/ipvs/public"
 	"github.com/l4lb/l4lb/vip"
 )
 
@@ -22,6 +24,7 @@ type Reconciler struct {
 	log    *logrus.Entry
 	runner *runner.Runner
 	host   *hostSetup // sysctls and iptables; nil with an injected Kernel
+	pub    *public.Expander
 
 	mu           sync.Mutex // guards the fields below, read by other goroutines
 	desired      *vip.Table // latest Update; nil until the first
@@ -46,6 +49,12 @@ type Reconciler struct {
 	replanAll bool
 	// drainingSvcs are the services with draining real servers.
 	drainingSvcs map[vip.ServiceKey]bool
+	// pubRecord lists the services at public addresses that l4lb created (or
+	// is about to create), as Config.PublicRecord holds it; foreign the
+	// wanted ones that the kernel holds and the record does not: an
+	// operator's, never touched.
+	pubRecord map[vip.ServiceKey]bool
+	foreign   map[vip.ServiceKey]bool
 }
 
 // appliedService is what l4lb holds in the kernel for one virtual service.
@@ -99,14 +108,19 @@ type Conns struct {
 // until Run is running and Update has been called.
 func New(cfg Config) (*Reconciler, error) {
 	cfg = cfg.withDefaults()
-	r := &Reconciler{cfg: cfg, log: cfg.Logger, kernel: cfg.Kernel, applied: map[vip.ServiceKey]*appliedService{}, addrs: map[netip.Addr]bool{}, drainingSvcs: map[vip.ServiceKey]bool{}}
+	r := &Reconciler{cfg: cfg, log: cfg.Logger, kernel: cfg.Kernel, applied: map[vip.ServiceKey]*appliedService{}, addrs: map[netip.Addr]bool{}, drainingSvcs: map[vip.ServiceKey]bool{},
+		pub: public.NewExpander(cfg.PublicAddrs), foreign: map[vip.ServiceKey]bool{}}
+	var err error
+	if r.pubRecord, err = readRecord(cfg.PublicRecord); err != nil {
+		return nil, err
+	}
 	if r.kernel == nil {
 		k, err := OpenKernel(KernelConfig{Namespace: cfg.Namespace, Interface: cfg.Interface, Timeout: cfg.KernelTimeout, Netlink: cfg.Netlink})
 		if err != nil {
 			return nil, err
 		}
 		r.kernel = k
-		r.host = &hostSetup{namespace: cfg.Namespace, iface: cfg.Interface, masq: cfg.Masquerade, log: r.log}
+		r.host = &hostSetup{namespace: cfg.Namespace, iface: cfg.Interface, masq: cfg.Masquerade, log: r.log, public: cfg.PublicAddrs}
 		if err := r.host.setSysctls(); err != nil {
 			k.Close()
 			return nil, err
@@ -257,6 +271,10 @@ func (r *Reconciler) sync() error {
 		return nil // nothing known yet: touch nothing
 	}
 	r.seq++
+	// The kernel gets the table with the public services; Programmed
+	// reports the table as handed over.
+	input := desired
+	desired = r.pub.Expand(desired)
 
 	var errs []error
 	if full {
@@ -271,6 +289,13 @@ func (r *Reconciler) sync() error {
 	ops, planned := r.plan(desired, start, full || r.replanAll)
 	failed := 0
 	servicesChanged := full
+	if err := r.recordAdds(ops); err != nil {
+		// Without the record a restarted agent would not know them as
+		// its own: add no public service this time.
+		errs = append(errs, err)
+		ops = slices.DeleteFunc(ops, func(op Op) bool { return op.Kind == AddService && r.pub.IsPublic(op.Service.Addr) })
+		failed++
+	}
 	if len(ops) > 0 {
 		results := r.kernel.Apply(ops)
 		for i, op := range ops {
@@ -301,9 +326,12 @@ func (r *Reconciler) sync() error {
 			delete(r.drainingSvcs, k)
 		}
 	}
+	if err := r.recordDeletes(); err != nil {
+		errs = append(errs, err)
+	}
 	r.prev = desired
 	r.replanAll = failed > 0
-	r.publish(desired, servicesChanged)
+	r.publish(input, servicesChanged)
 	if len(r.drainingSvcs) > 0 {
 		r.runner.TriggerAfter(r.cfg.DrainCheckInterval)
 	}
@@ -361,8 +389,24 @@ func (r *Reconciler) readKernel(desired *vip.Table, now time.Time) error {
 	}
 	applied := make(map[vip.ServiceKey]*appliedService, len(svcs))
 	var errs []error
+	foreign := map[vip.ServiceKey]bool{}
 	for _, s := range svcs {
-		if !onDummy[s.Addr] && !wanted[s.ServiceKey] {
+		switch {
+		case r.pub.IsPublic(s.Addr) && !onDummy[s.Addr]:
+			// A node address: l4lb's only if it created the service.
+			if !r.pubRecord[s.ServiceKey] {
+				if wanted[s.ServiceKey] {
+					foreign[s.ServiceKey] = true
+					if !r.foreign[s.ServiceKey] {
+						r.log.WithFields(logrus.Fields{"vip": keyString(s.ServiceKey), "reason": "the kernel holds a virtual service there that l4lb did not create"}).Warn("public service left out: an operator's service holds its address and port")
+					}
+				}
+				continue
+			}
+		case r.pubRecord[s.ServiceKey]:
+			// Created at a public address the node no longer has: still
+			// l4lb's, removed as it is not wanted.
+		case !onDummy[s.Addr] && !wanted[s.ServiceKey]:
 			continue // not l4lb's: never touched
 		}
 		dests, err := r.kernel.Destinations(s)
@@ -392,6 +436,7 @@ func (r *Reconciler) readKernel(desired *vip.Table, now time.Time) error {
 		}
 	}
 	r.applied = applied
+	r.foreign = foreign
 	r.addrs = onDummy
 	r.adopted = true
 	r.lastFull = now

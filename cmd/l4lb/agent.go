@@ -35,6 +35,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	vipCIDR := fs.String("vip-cidr", "11.0.0.0/8", "range that IPv4 named VIPs get their addresses from")
 	vip6CIDR := fs.String("vip6-cidr", "fd01:c::/64", "range that IPv6 named VIPs get their addresses from")
 	ipVIPCIDRs := fs.String("ip-vip-cidrs", "", "comma-separated ranges that IP VIPs (registered as 10.0.0.1:80 rather than by name) come from; their traffic is masqueraded like named VIPs' so that replies from other nodes come back")
+	publicAddrs := fs.String("public-address", "", "comma-separated addresses of this node that clients outside the cluster use: marks the node public, and it serves every VIP registered with --public on them, at its public port")
 	fs.StringVar(&o.Interface, "interface", "minuteman", "dummy interface that holds the VIPs")
 	fs.StringVar(&o.GossipKeyFile, "gossip-key-file", "", "file holding the base64-encoded 16, 24 or 32-byte gossip key (see l4lb keygen); without it gossip is not encrypted")
 	fs.StringVar(&o.GossipLabel, "gossip-label", "", "cluster label: agents with different labels ignore each other")
@@ -75,6 +76,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--ip-vip-cidrs %q: want ranges like 10.10.0.0/16", c)
 		}
 		o.IPVIPCIDRs = append(o.IPVIPCIDRs, p)
+	}
+	if o.PublicAddrs, err = config.ParseAddrs("public-address", *publicAddrs); err != nil {
+		return err
 	}
 	if *cleanup {
 		return agent.Cleanup(o)

@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -15,6 +16,12 @@ type Config struct {
 	// Namespace is the path of the network namespace to program
 	// (/run/netns/NAME); "" is the caller's own.
 	Namespace string
+	// PublicAddrs make the node public: every VIP with a public port is
+	// also served at each of these addresses of its family, at that port
+	// (package ipvs/public), by the same rules as a VIP: one more
+	// element of the services map per public service. Everything stays in
+	// table inet l4lb, so no record of ownership is needed.
+	PublicAddrs []netip.Addr
 	// ResyncPeriod is how often the table is read back and drift repaired
 	// [30s].
 	ResyncPeriod time.Duration

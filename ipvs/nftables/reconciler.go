@@ -17,6 +17,7 @@ import (
 
 	"github.com/l4lb/l4lb/ipvs"
 	"github.com/l4lb/l4lb/ipvs/internal/runner"
+	"github.com/l4lb/l4lb/ipvs/public"
 	"github.com/l4lb/l4lb/vip"
 )
 
@@ -28,6 +29,7 @@ type Reconciler struct {
 	kernel Interface
 	ct     Conntrack
 	runner *runner.Runner
+	pub    *public.Expander // owned by the sync goroutine
 
 	mu           sync.Mutex // guards the fields down to refusedPub
 	desired      *vip.Table // latest Update; nil until the first
@@ -97,7 +99,7 @@ type appliedBase struct {
 // it programs nothing until Run is running and Update has been called.
 func New(cfg Config) (*Reconciler, error) {
 	cfg = cfg.withDefaults()
-	r := &Reconciler{cfg: cfg, log: cfg.Logger, kernel: cfg.Kernel, ct: cfg.Conntrack,
+	r := &Reconciler{cfg: cfg, log: cfg.Logger, kernel: cfg.Kernel, ct: cfg.Conntrack, pub: public.NewExpander(cfg.PublicAddrs),
 		applied: map[vip.ServiceKey]*appliedService{}, refused: map[vip.ServiceKey]string{}, draining: map[drainKey]time.Time{}}
 	if r.kernel == nil {
 		k, err := OpenKernel(cfg.Namespace, cfg.KernelTimeout)
@@ -313,6 +315,10 @@ func (r *Reconciler) sync() error {
 	if desired == nil {
 		return nil // nothing known yet: touch nothing
 	}
+	// The kernel gets the table with the public services; Programmed
+	// reports the table as handed over.
+	input := desired
+	desired = r.pub.Expand(desired)
 	if full {
 		rs, err := r.kernel.Read()
 		if err != nil {
@@ -351,7 +357,7 @@ func (r *Reconciler) sync() error {
 		errs = append(errs, err)
 	}
 	r.prev = desired
-	r.publish(desired, failed > 0 || len(r.refused) > 0)
+	r.publish(input, failed > 0 || len(r.refused) > 0)
 	if len(r.draining) > 0 {
 		r.runner.TriggerAfter(r.cfg.DrainCheckInterval)
 	}

@@ -24,10 +24,10 @@ func quietLog() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-func newFakeReconciler(t *testing.T) (*Reconciler, *Fake) {
+func newFakeReconciler(t *testing.T, publicAddrs ...netip.Addr) (*Reconciler, *Fake) {
 	t.Helper()
 	f := NewFake()
-	r, err := New(Config{Kernel: f, Logger: quietLog()})
+	r, err := New(Config{Kernel: f, Logger: quietLog(), PublicAddrs: publicAddrs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +57,7 @@ func randomTable(rng *rand.Rand) []vip.VIP {
 		if rng.Intn(3) == 0 {
 			v.Persistence = uint32(30 * (1 + rng.Intn(2)))
 		}
+		v.PublicPort = []uint16{0, 0, 10000, 80}[rng.Intn(4)]
 		for j := range 5 {
 			if rng.Intn(2) == 0 {
 				continue
@@ -76,12 +77,17 @@ func randomTable(rng *rand.Rand) []vip.VIP {
 // TestIncrementalEqualsRebuild: after any sequence of tables (derived with
 // a lineage, or built by hand), with drift now and then repaired by a full
 // resync, the table equals what a fresh reconciler programs from empty for
-// the same desired table; a further sync writes nothing.
+// the same desired table; a further sync writes nothing. Every other run is
+// a public node (public services of VIPs with a public port).
 func TestIncrementalEqualsRebuild(t *testing.T) {
 	rng := rand.New(rand.NewSource(7))
 	for seq := range 40 {
 		t.Run(fmt.Sprint(seq), func(t *testing.T) {
-			r, f := newFakeReconciler(t)
+			var pub []netip.Addr
+			if seq%2 == 1 {
+				pub = []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}
+			}
+			r, f := newFakeReconciler(t, pub...)
 			var cur *vip.Table
 			for step := range 15 {
 				vs := randomTable(rng)
@@ -110,7 +116,7 @@ func TestIncrementalEqualsRebuild(t *testing.T) {
 				if err := r.SyncNow(full); err != nil {
 					t.Fatalf("step %d: %v", step, err)
 				}
-				fresh, ff := newFakeReconciler(t)
+				fresh, ff := newFakeReconciler(t, pub...)
 				fresh.Update(cur)
 				if err := fresh.SyncNow(false); err != nil {
 					t.Fatalf("step %d: fresh: %v", step, err)
@@ -249,4 +255,39 @@ func prometheusRegistry(t *testing.T, c prometheus.Collector) *prometheus.Regist
 		t.Fatal(err)
 	}
 	return reg
+}
+
+// TestPublicServices: a public node serves a public VIP at each public
+// address of its family, at its public port, with the VIP's backends; the
+// element goes when the VIP stops being public.
+func TestPublicServices(t *testing.T) {
+	pub := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("2001:db8::1")}
+	r, f := newFakeReconciler(t, pub...)
+	v := vip.VIP{ServiceKey: vip.ServiceKey{Addr: netip.MustParseAddr("11.0.0.1"), Port: 80, Protocol: vip.TCP}, Persistence: 60, PublicPort: 10000,
+		Backends: []vip.Backend{{Addr: netip.MustParseAddrPort("10.0.0.1:80"), Weight: 1}, {Addr: netip.MustParseAddrPort("10.0.0.2:80"), Weight: 1}}}
+	tab := &vip.Table{VIPs: []vip.VIP{v}}
+	r.Update(tab)
+	if err := r.SyncNow(false); err != nil {
+		t.Fatal(err)
+	}
+	c := f.Canonical()
+	for _, want := range []string{"svc-tcp-192.0.2.1-10000", "svc-tcp-192.0.2.2-10000", "aff-tcp-192.0.2.1-10000", "svc-tcp-11.0.0.1-80"} {
+		if !strings.Contains(c, want) {
+			t.Errorf("table lacks %s:\n%s", want, c)
+		}
+	}
+	if strings.Contains(c, "2001:db8") || strings.Contains(c, "2001_db8") {
+		t.Errorf("an IPv4 VIP is served at the IPv6 public address:\n%s", c)
+	}
+	if r.Programmed() != tab {
+		t.Error("Programmed is not the table handed over")
+	}
+	v.PublicPort = 0
+	r.Update(&vip.Table{VIPs: []vip.VIP{v}})
+	if err := r.SyncNow(false); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.Canonical(); strings.Contains(c, "192.0.2.") {
+		t.Errorf("public services left after the VIP stopped being public:\n%s", c)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -36,6 +37,8 @@ type apiAgent struct {
 	// leave receives (once) when an operator asks the agent to leave the
 	// cluster and stop.
 	leave chan struct{}
+	// public are this node's public addresses (--public-address).
+	public []netip.Addr
 }
 
 var _ api.Agent = (*apiAgent)(nil)
@@ -244,7 +247,7 @@ func (a *apiAgent) VIPs() api.VIPs {
 	if a.plane != nil {
 		conns = a.plane.Connections()
 	}
-	v := vipsView(a.core.Table(), a.core.ProgrammedTable(), conns)
+	v := vipsView(a.core.Table(), a.core.ProgrammedTable(), conns, a.public)
 	a.enrich(&v, conns)
 	if a.docker != nil {
 		// Local errors: containers this node cannot publish, and why. The

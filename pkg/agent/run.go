@@ -66,6 +66,9 @@ type Options struct {
 	// node's backends at once. Without it, stopping is a restart: the
 	// kernel keeps serving and peers find out through failure detection.
 	LeaveOnTerminate bool
+	// PublicAddrs make the node public: VIPs with a public port are served
+	// on these addresses too (--public-address).
+	PublicAddrs []netip.Addr
 	// Reload, when it receives, makes the agent reread the gossip key file
 	// (key rotation) and rescan the services directory.
 	Reload <-chan struct{}
@@ -239,7 +242,7 @@ func Run(ctx context.Context, o Options) error {
 	}})
 	defer checker.Close()
 	a := &apiAgent{core: core, store: store, cluster: cluster, plane: plane, checker: checker, log: log,
-		seeded: seedReached(cluster, seeds(o.Join, o.GossipPort)), leave: make(chan struct{}, 1)}
+		seeded: seedReached(cluster, seeds(o.Join, o.GossipPort)), leave: make(chan struct{}, 1), public: o.PublicAddrs}
 	a.update(SourceAPI, store.List(), nil)
 	store.OnChange(a.storeChanged)
 
@@ -530,7 +533,7 @@ func openPlane(o Options, vipCfg vip.Config, log *logrus.Entry, programmed func(
 		log.WithField("reason", err.Error()).Info("--dataplane auto: no IPVS in this kernel; using nftables")
 	}
 	p, err := nftables.New(nftables.Config{
-		ResyncPeriod: o.ResyncPeriod, DrainTimeout: o.DrainTimeout, Logger: log, OnProgrammed: programmed,
+		ResyncPeriod: o.ResyncPeriod, DrainTimeout: o.DrainTimeout, Logger: log, OnProgrammed: programmed, PublicAddrs: o.PublicAddrs,
 	})
 	if err != nil {
 		return nil, "", err
@@ -561,6 +564,8 @@ func planeConfig(o Options, vipCfg vip.Config, log *logrus.Entry) ipvs.Config {
 		Interface: o.Interface, LocalAddrs: local, ResyncPeriod: o.ResyncPeriod, DrainTimeout: o.DrainTimeout,
 		Masquerade: ipvs.Masquerade{VIPRanges: append([]netip.Prefix{vipCfg.WithDefaults().V4, vipCfg.WithDefaults().V6}, o.IPVIPCIDRs...)},
 		Logger:     log,
+		// Public services and the record of those l4lb created.
+		PublicAddrs: o.PublicAddrs, PublicRecord: filepath.Join(o.StateDir, "public-services.json"),
 	}
 }
 

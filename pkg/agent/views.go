@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/l4lb/l4lb/ipvs"
+	"github.com/l4lb/l4lb/ipvs/public"
 	"github.com/l4lb/l4lb/pkg/api"
 	"github.com/l4lb/l4lb/vip"
 )
@@ -12,8 +13,9 @@ type netipAddrPort = netip.AddrPort
 
 // vipsView is the API's view of the desired table, marked with what is
 // programmed and with the kernel's connection counts (nil when unknown).
-func vipsView(desired, programmed *vip.Table, conns map[vip.ServiceKey]map[netip.AddrPort]ipvs.Conns) api.VIPs {
+func vipsView(desired, programmed *vip.Table, conns map[vip.ServiceKey]map[netip.AddrPort]ipvs.Conns, publicAddrs []netip.Addr) api.VIPs {
 	out := api.VIPs{VIPs: make([]api.VIP, 0, len(desired.VIPs)), Errors: desired.Errors}
+	published := public.Published(desired, publicAddrs)
 	for _, v := range desired.VIPs {
 		_, prog := programmed.Find(v.ServiceKey)
 		x := api.VIP{
@@ -21,6 +23,10 @@ func vipsView(desired, programmed *vip.Table, conns map[vip.ServiceKey]map[netip
 			Address: v.Addr.String(), Port: v.Port, Protocol: string(v.Protocol),
 			Scheduler: v.Scheduler, Persistence: v.Persistence, Programmed: prog,
 			Backends: make([]api.Backend, 0, len(v.Backends)), Conflicts: v.Conflicts,
+		}
+		x.PublicPort = v.PublicPort
+		for _, ap := range published[v.ServiceKey] {
+			x.PublishedAt = append(x.PublishedAt, ap.String())
 		}
 		for _, b := range v.Backends {
 			c := conns[v.ServiceKey][b.Addr]

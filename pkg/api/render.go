@@ -13,6 +13,7 @@ import (
 //
 //	/dcos-101/app2:10000  tcp 11.94.72.3:10000  wlc  programmed
 //	  names  app2.dcos-101.marathon.l4lb.thisdcos.directory
+//	  public  port 10000 of every public node; here at 192.0.2.10:10000
 //	  -> 10.200.0.2:8080  node2  weight 1  healthy  active 0  inactive 2
 func RenderVIPs(w io.Writer, v VIPs) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -31,6 +32,13 @@ func RenderVIPs(w io.Writer, v VIPs) error {
 		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\n", x.Label, x.Protocol, net.JoinHostPort(x.Address, strconv.Itoa(int(x.Port))), sched, state)
 		if len(x.Names) > 0 {
 			fmt.Fprintf(tw, "  names\t%s\n", strings.Join(trimDots(x.Names), " "))
+		}
+		if x.PublicPort != 0 {
+			at := "port " + strconv.Itoa(int(x.PublicPort)) + " of every public node"
+			if len(x.PublishedAt) > 0 {
+				at += "; here at " + strings.Join(x.PublishedAt, " ")
+			}
+			fmt.Fprintf(tw, "  public\t%s\n", at)
 		}
 		for _, c := range x.Conflicts {
 			fmt.Fprintf(tw, "  conflict\t%s\n", c)

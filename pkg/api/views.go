@@ -29,6 +29,11 @@ type VIP struct {
 	ProgrammedOn []string `json:"programmed_on,omitempty"`
 	LiveNodes    int      `json:"live_nodes,omitempty"`
 	Traffic      *Traffic `json:"traffic,omitempty"`
+	// PublicPort is the VIP's port on public nodes (0: not public);
+	// PublishedAt the addresses and port at which this node serves it,
+	// when this node is public.
+	PublicPort  uint16   `json:"public_port,omitempty"`
+	PublishedAt []string `json:"published_at,omitempty"`
 }
 
 // Backend is one backend of a VIP.
