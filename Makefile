@@ -6,8 +6,8 @@ PKGS      := ./...
 # compiler for its ptrace wrapper (integration/bed/uml/xstate.c), busybox,
 # the tools the tests drive as an operator would, and unbound (a real
 # upstream resolver for the agent's DNS forwarding test).
-DEB_PKGS  := user-mode-linux gcc libc6-dev busybox-static ipvsadm iptables iproute2 bind9-dnsutils curl procps kmod systemd util-linux docker.io nftables unbound
-DEB_CHECK := /usr/bin/linux.uml /usr/bin/gcc /usr/include/stdio.h /bin/busybox /usr/sbin/ipvsadm /usr/sbin/iptables-legacy /usr/bin/dig /usr/bin/curl /usr/sbin/sysctl /sbin/ip /usr/bin/systemd-analyze /usr/bin/nsenter /usr/sbin/dockerd /usr/sbin/nft /usr/sbin/unbound
+DEB_PKGS  := user-mode-linux gcc libc6-dev busybox-static ipvsadm iptables iproute2 bind9-dnsutils curl procps kmod systemd util-linux docker.io nftables unbound chromium
+DEB_CHECK := /usr/bin/linux.uml /usr/bin/gcc /usr/include/stdio.h /bin/busybox /usr/sbin/ipvsadm /usr/sbin/iptables-legacy /usr/bin/dig /usr/bin/curl /usr/sbin/sysctl /sbin/ip /usr/bin/systemd-analyze /usr/bin/nsenter /usr/sbin/dockerd /usr/sbin/nft /usr/sbin/unbound /usr/bin/chromium
 
 SHELL     := /bin/bash
 

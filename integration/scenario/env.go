@@ -88,6 +88,7 @@ func (e *Env) StartAgent(i int) {
 		"--state-dir", n.StateDir, "--gossip-key-file", e.KeyFile,
 		"--dns-upstreams", "127.0.0.1:1", "--log-level", "debug", "--drain-timeout", "20s",
 		"--dataplane", string(e.plane()), "--dns-listen", net.JoinHostPort(e.DNS(i), "53"),
+		"--stats-listen", net.JoinHostPort(n.Addr.String(), strconv.Itoa(StatsPort)),
 	}
 	e.Agents[i] = n.Start(e.T, fmt.Sprintf("agent-%s-%d", n.Name, time.Now().UnixNano()), args...)
 }
