@@ -14,7 +14,7 @@ import (
 
 // enrich adds to v what /v1/vips and the stats page show beyond the table:
 // each backend's state (up, draining, down, and why) and the kernel's
-// counters; the backends that left the table and still drain here; and
+// counters, summed over the VIP and its public ports on this node; the backends that left the table and still drain here; and
 // per VIP, the live nodes that have programmed it: those whose last
 // report (gossip.Applied) holds, for every node publishing a backend of
 // the VIP, that node's record at the version this node holds or later.
@@ -27,7 +27,13 @@ func (a *apiAgent) enrich(v *api.VIPs, conns map[vip.ServiceKey]map[netip.AddrPo
 		if err != nil {
 			continue
 		}
-		cs := conns[vip.ServiceKey{Addr: addr, Port: x.Port, Protocol: vip.Protocol(x.Protocol)}]
+		keys := []vip.ServiceKey{{Addr: addr, Port: x.Port, Protocol: vip.Protocol(x.Protocol)}}
+		for _, p := range x.PublishedAt {
+			if ap, err := netip.ParseAddrPort(p); err == nil {
+				keys = append(keys, vip.ServiceKey{Addr: ap.Addr(), Port: ap.Port(), Protocol: vip.Protocol(x.Protocol)})
+			}
+		}
+		cs := mergeConns(conns, keys)
 		origins := map[string]bool{}
 		inTable := map[string]bool{}
 		var sum *api.Traffic
@@ -37,6 +43,7 @@ func (a *apiAgent) enrich(v *api.VIPs, conns map[vip.ServiceKey]map[netip.AddrPo
 			inTable[b.Address] = true
 			ap, _ := netip.ParseAddrPort(b.Address)
 			c, seen := cs[ap]
+			b.ActiveConns, b.InactConns = int(c.Active), int(c.Inactive)
 			switch {
 			case b.Health != string(vip.Healthy):
 				b.State, b.Reason = api.StateDown, "health check failing"
@@ -113,6 +120,43 @@ func (a *apiAgent) appliedView() ([]string, map[string]func(string) bool) {
 		}
 	}
 	return live, up
+}
+
+// mergeConns sums, per backend, the counts of the services at keys: a
+// VIP's own and those of its public ports on this node.
+func mergeConns(conns map[vip.ServiceKey]map[netip.AddrPort]ipvs.Conns, keys []vip.ServiceKey) map[netip.AddrPort]ipvs.Conns {
+	if len(keys) == 1 {
+		return conns[keys[0]]
+	}
+	out := map[netip.AddrPort]ipvs.Conns{}
+	for _, k := range keys {
+		for a, c := range conns[k] {
+			m := out[a]
+			m.Active += c.Active
+			m.Inactive += c.Inactive
+			m.Weight = max(m.Weight, c.Weight)
+			m.Draining = m.Draining || c.Draining
+			if c.Traffic != nil {
+				t := ipvs.Traffic{}
+				if m.Traffic != nil {
+					t = *m.Traffic
+				}
+				t.Conns += c.Traffic.Conns
+				t.InPkts += c.Traffic.InPkts
+				t.OutPkts += c.Traffic.OutPkts
+				t.InBytes += c.Traffic.InBytes
+				t.OutBytes += c.Traffic.OutBytes
+				t.CPS += c.Traffic.CPS
+				t.InPPS += c.Traffic.InPPS
+				t.OutPPS += c.Traffic.OutPPS
+				t.InBPS += c.Traffic.InBPS
+				t.OutBPS += c.Traffic.OutBPS
+				m.Traffic = &t
+			}
+			out[a] = m
+		}
+	}
+	return out
 }
 
 func trafficOf(t *ipvs.Traffic) *api.Traffic {

@@ -180,7 +180,7 @@ func (p *Page) Handler() http.Handler {
 var CSVHeader = []string{"# pxname", "svname", "status", "reason", "node", "weight", "act_conns", "inact_conns",
 	"conns_total", "conns_per_s", "pkts_in", "pkts_out", "bytes_in", "bytes_out",
 	"pkts_in_per_s", "pkts_out_per_s", "bytes_in_per_s", "bytes_out_per_s",
-	"programmed_on", "live_nodes", "address", "scheduler", "persistence"}
+	"programmed_on", "live_nodes", "address", "scheduler", "persistence", "public_port", "published_at"}
 
 func (p *Page) writeCSV(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -199,13 +199,14 @@ func (p *Page) writeCSV(w http.ResponseWriter) {
 		}
 		row := []string{x.Label, "VIP", status, "", "", "", strconv.Itoa(active), strconv.Itoa(inactive)}
 		row = append(row, trafficCells(x.Traffic)...)
-		row = append(row, strconv.Itoa(len(x.ProgrammedOn)), strconv.Itoa(x.LiveNodes), addr, x.Scheduler, strconv.FormatUint(uint64(x.Persistence), 10))
+		row = append(row, strconv.Itoa(len(x.ProgrammedOn)), strconv.Itoa(x.LiveNodes), addr, x.Scheduler, strconv.FormatUint(uint64(x.Persistence), 10),
+			strconv.Itoa(int(x.PublicPort)), strings.Join(x.PublishedAt, " "))
 		_ = cw.Write(row)
 		for _, b := range x.Backends {
 			row := []string{x.Label, b.Address, strings.ToUpper(b.State), b.Reason, b.Node, strconv.FormatUint(uint64(b.Weight), 10),
 				strconv.Itoa(b.ActiveConns), strconv.Itoa(b.InactConns)}
 			row = append(row, trafficCells(b.Traffic)...)
-			row = append(row, "", "", b.Address, "", "")
+			row = append(row, "", "", b.Address, "", "", "", "")
 			_ = cw.Write(row)
 		}
 	}
