@@ -9,15 +9,54 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/l4lb/l4lb/pkg/api"
 	"github.com/l4lb/l4lb/pkg/source"
 )
 
+// apiFlag defines --api: where the agent's API is, by default $L4LB_API,
+// else api.DefaultAddr.
 func apiFlag(fs *flag.FlagSet) *string {
-	return fs.String("api", api.DefaultAddr, "address of the agent's API")
+	p := new(string)
+	*p = api.DefaultAddr
+	if env := os.Getenv("L4LB_API"); env != "" {
+		if err := (*apiAddr)(p).Set(env); err != nil {
+			fmt.Fprintf(fs.Output(), "l4lb: ignoring L4LB_API: %v\n", err)
+		}
+	}
+	fs.Var((*apiAddr)(p), "api", "address of the agent's API: host:port, a host (port "+defaultAPIPort()+") or a URL like http://"+api.DefaultAddr+"; the default is $L4LB_API when set")
+	return p
+}
+
+// apiAddr is --api: it takes host:port, a bare host or an http:// URL,
+// and holds host:port.
+type apiAddr string
+
+func (a *apiAddr) String() string { return string(*a) }
+
+func (a *apiAddr) Set(s string) error {
+	v := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(s), "http://"), "/")
+	if v == "" || strings.Contains(v, "://") || strings.Contains(v, "/") {
+		return fmt.Errorf("want host:port, a host or http://host:port, not %q", s)
+	}
+	if _, _, err := net.SplitHostPort(v); err != nil {
+		v = net.JoinHostPort(strings.Trim(v, "[]"), defaultAPIPort())
+	}
+	if host, _, err := net.SplitHostPort(v); err != nil || host == "" {
+		return fmt.Errorf("want host:port, a host or http://host:port, not %q", s)
+	}
+	*a = apiAddr(v)
+	return nil
+}
+
+func defaultAPIPort() string {
+	_, port, _ := net.SplitHostPort(api.DefaultAddr)
+	return port
 }
 
 // uint32Value is a flag that holds a whole number from 0 to 2^32-1 and
@@ -53,7 +92,8 @@ func runRegister(args []string, stdout, stderr io.Writer) error {
 	check := fs.String("check", "", "health check: tcp (connect), or http:///PATH (GET PATH on the backend, 2xx passes); none by default")
 	scheduler := fs.String("scheduler", "", "IPVS scheduler the VIP should use: wlc, rr, sh, mh, ... (default wlc)")
 	wait := fs.Bool("wait", false, "return when every live node's kernel has the backend programmed (healthy)")
-	timeout := fs.Duration("timeout", time.Minute, "with --wait: give up after this long, with a non-zero exit")
+	timeout := new(time.Duration)
+	durationVar(fs, timeout, "timeout", time.Minute, "with --wait: give up after this long, with a non-zero exit")
 	persistence := uint32Flag(fs, "persistence", 0, "seconds of client affinity for the VIP (0: none)")
 	public := fs.Bool("public", false, "public nodes (agents with --public-address) serve the VIP on their own addresses too")
 	publicPort := fs.Int("public-port", 0, "port of the VIP on public nodes, 1 to 65535, with --public (default: the VIP's port)")
@@ -89,7 +129,8 @@ func runDeregister(args []string, stdout, stderr io.Writer) error {
 	framework := fs.String("framework", "marathon", "framework the backend was registered with")
 	protocol := fs.String("protocol", "", "tcp or udp, as registered")
 	wait := fs.Bool("wait", false, "return when no live node sends new connections to the backend and none holds one to it")
-	timeout := fs.Duration("timeout", 5*time.Minute, "with --wait: give up after this long, with a non-zero exit saying how many connections remain")
+	timeout := new(time.Duration)
+	durationVar(fs, timeout, "timeout", 5*time.Minute, "with --wait: give up after this long, with a non-zero exit saying how many connections remain")
 	addr := apiFlag(fs)
 	pos, err := parse(fs, args, []string{"VIP", "BACKEND"})
 	if err != nil {

@@ -7,7 +7,8 @@
 //	l4lb members [-o json]             show the cluster's nodes
 //	l4lb leave                         make the agent leave the cluster for good and stop
 //	l4lb keygen                        print a new gossip key
-//	l4lb version                       print the version
+//	l4lb version                       print the version (also l4lb --version)
+//	l4lb help [COMMAND]                the commands, or one command's flags
 //
 // This file and its siblings only parse flags and wire components; the logic
 // lives in the packages they call.
@@ -20,6 +21,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -64,9 +66,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	name := args[0]
-	if name == "-h" || name == "--help" || name == "help" {
+	switch {
+	case name == "-h" || name == "--help" || (name == "help" && len(args) == 1):
 		usage(stdout)
 		return 0
+	case name == "help":
+		// l4lb help CMD: the command's own help.
+		return run([]string{args[1], "--help"}, stdout, stderr)
+	case name == "--version" || name == "-version":
+		name, args = "version", []string{"version"}
 	}
 	for _, c := range commands() {
 		if c.name != name {
@@ -95,11 +103,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 // positional arguments there are.
 func parse(fs *flag.FlagSet, args []string, positional []string) ([]string, error) {
 	var pos []string
+	full := fs.Usage
+	defer func() { fs.Usage = full }()
 	for {
-		if err := fs.Parse(args); err != nil {
+		// A bad flag gets the flag package's one line and a hint; the
+		// whole usage is for --help.
+		fs.Usage = func() {}
+		err := fs.Parse(args)
+		fs.Usage = full
+		if err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				full()
 				return nil, err
 			}
+			fmt.Fprintf(fs.Output(), "Run 'l4lb %s --help' for its flags.\n", fs.Name())
 			return nil, errUsage
 		}
 		if fs.NArg() == 0 {
@@ -132,11 +149,21 @@ func newFlagSet(name, args, summary string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// printFlags lists the flags as users write them, with two dashes.
+// printFlags lists the flags as users write them: two dashes, or one for
+// a one-letter flag (-o).
 func printFlags(fs *flag.FlagSet) {
 	fs.VisitAll(func(f *flag.Flag) {
 		typ, usage := flag.UnquoteUsage(f)
+		switch f.Value.(type) {
+		case *durationValue:
+			typ = "duration"
+		case *apiAddr:
+			typ = "address"
+		}
 		line := "  --" + f.Name
+		if len(f.Name) == 1 {
+			line = "  -" + f.Name
+		}
 		if typ != "" {
 			line += " " + typ
 		}
@@ -155,4 +182,25 @@ func runVersion(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "l4lb %s\n", version)
 	return nil
+}
+
+// durationValue is a duration flag whose error says what a duration looks
+// like.
+type durationValue time.Duration
+
+func (d *durationValue) String() string { return time.Duration(*d).String() }
+
+func (d *durationValue) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration like 5m or 30s")
+	}
+	*d = durationValue(v)
+	return nil
+}
+
+// durationVar defines a duration flag with durationValue's error.
+func durationVar(fs *flag.FlagSet, p *time.Duration, name string, def time.Duration, usage string) {
+	*p = def
+	fs.Var((*durationValue)(p), name, usage)
 }

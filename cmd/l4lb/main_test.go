@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
+	"net"
 	"strings"
 	"testing"
 )
@@ -46,6 +47,15 @@ func TestCommandLineContract(t *testing.T) {
 		{"agent bad ip vip cidrs", []string{"agent", "--ip-vip-cidrs", "10.0.0.0/8,nonsense"}, 1, "", `--ip-vip-cidrs "nonsense"`, true},
 		{"agent bad log level", []string{"agent", "--log-level", "loud"}, 1, "", "--log-level", true},
 		{"agent missing config", []string{"agent", "--config", "/nonexistent/agent.json"}, 1, "", "config file", true},
+		{"agent drain timeout 0", []string{"agent", "--drain-timeout", "0"}, 1, "", "--drain-timeout 0s: want a positive duration like 5m or 30s", true},
+		{"agent bad duration", []string{"agent", "--resync-period", "often"}, 2, "", `invalid value "often" for flag -resync-period: want a duration like 5m or 30s`, false},
+		{"deregister bad timeout", []string{"deregister", "/app:80", "10.0.0.1:80", "--wait", "--timeout", "5x"}, 2, "", "want a duration like 5m or 30s", false},
+		{"version flag", []string{"--version"}, 0, "l4lb ", "", false},
+		{"help command", []string{"help", "register"}, 0, "", "Usage: l4lb register", false},
+		{"help unknown command", []string{"help", "frobnicate"}, 2, "", `unknown command "frobnicate"`, false},
+		{"api as a bare host", []string{"vips", "--api", "127.0.0.1"}, 1, "", "cannot reach the l4lb agent at 127.0.0.1:62080", true},
+		{"api as a URL", []string{"vips", "--api", "http://127.0.0.1:1/"}, 1, "", "cannot reach the l4lb agent at 127.0.0.1:1", true},
+		{"api with a path", []string{"vips", "--api", "http://127.0.0.1:1/v1"}, 2, "", "want host:port, a host or http://host:port", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errs := runCLI(tc.args...)
@@ -84,4 +94,75 @@ func TestEveryCommandExplainsItself(t *testing.T) {
 			t.Errorf("l4lb %s --help: exit %d, %q", c.name, code, errs)
 		}
 	}
+}
+
+// TestBadFlagIsOneLineAndAHint: a mistyped flag gets the error and where to
+// look, not the whole usage.
+func TestBadFlagIsOneLineAndAHint(t *testing.T) {
+	code, _, errs := runCLI("vips", "--bogus")
+	lines := strings.Split(strings.TrimSpace(errs), "\n")
+	if code != 2 || len(lines) != 2 || !strings.Contains(lines[0], "-bogus") || lines[1] != "Run 'l4lb vips --help' for its flags." {
+		t.Fatalf("exit %d, stderr:\n%s", code, errs)
+	}
+}
+
+// TestHelpShowsFlagsAsTyped: one-letter flags with one dash, the others
+// with two, and what a value looks like.
+func TestHelpShowsFlagsAsTyped(t *testing.T) {
+	_, _, errs := runCLI("vips", "--help")
+	if !strings.Contains(errs, "\n  -o string") || strings.Contains(errs, "--o") || !strings.Contains(errs, "\n  --api address") {
+		t.Fatalf("vips --help:\n%s", errs)
+	}
+	_, _, errs = runCLI("agent", "--help")
+	if !strings.Contains(errs, "\n  --drain-timeout duration") || !strings.Contains(errs, `(default "5m0s")`) {
+		t.Fatalf("agent --help:\n%s", errs)
+	}
+}
+
+func TestAPIFromTheEnvironment(t *testing.T) {
+	t.Setenv("L4LB_API", "http://127.0.0.1:1")
+	code, _, errs := runCLI("vips")
+	if code != 1 || !strings.Contains(errs, "cannot reach the l4lb agent at 127.0.0.1:1") {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	// The flag wins over the environment.
+	_, _, errs = runCLI("vips", "--api", "127.0.0.2:2")
+	if !strings.Contains(errs, "at 127.0.0.2:2") {
+		t.Fatalf("--api did not win over L4LB_API: %q", errs)
+	}
+}
+
+func TestAPIAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:1":            "127.0.0.1:1",
+		"localhost":              "localhost:62080",
+		"http://10.0.0.1:62080/": "10.0.0.1:62080",
+		"::1":                    "[::1]:62080",
+		"[::1]":                  "[::1]:62080",
+		"http://[::1]:5":         "[::1]:5",
+		"https://10.0.0.1":       "",
+		"10.0.0.1/v1":            "",
+		"":                       "",
+	} {
+		var a apiAddr
+		err := a.Set(in)
+		if (err == nil) != (want != "") || (err == nil && string(a) != want) {
+			t.Errorf("Set(%q) = %q, %v; want %q", in, a, err, want)
+		}
+	}
+}
+
+func FuzzAPIAddr(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:1", "localhost", "http://[::1]:5/", "a/b", "http://"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var a apiAddr
+		if err := a.Set(s); err != nil {
+			return
+		}
+		if _, _, err := net.SplitHostPort(string(a)); err != nil {
+			t.Fatalf("Set(%q) accepted %q, which is not host:port: %v", s, a, err)
+		}
+	})
 }
