@@ -18,6 +18,12 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
+# build-linux builds static linux/amd64 binaries into bin/linux-amd64/,
+# whatever the host (vagrant/ installs these).
+.PHONY: build-linux
+build-linux:
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -o $(BIN)/linux-amd64/ ./cmd/...
+
 # deps installs what the tests need from Debian's packages, when missing.
 deps:
 	@missing=0; for f in $(DEB_CHECK); do [ -e $$f ] || missing=1; done; \
