@@ -243,6 +243,7 @@ func (c *Cluster) onSuspect(node string) {
 	bound := time.Duration(t.SuspicionMaxTimeoutMult*t.SuspicionMult) * t.ProbeInterval * 4
 	now := c.now()
 	c.store.suspect(node, now, now.Add(bound))
+	c.log.WithFields(logrus.Fields{"peer": node, "reason": "no acks received"}).Info("member suspected; declared failed unless it refutes")
 }
 
 // joinSeeds tries the seeds until one answers, this node is already in a

@@ -116,7 +116,7 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 			c.signal()
 		}
 		c.recountPeers()
-		c.log.WithField("peer", n.Name).WithField("addr", n.Address()).Debug("member joined")
+		c.log.WithField("peer", n.Name).WithField("addr", n.Address()).Info("member joined")
 		return
 	}
 	c.store.join(n.Name, n.Addr, n.Port, n.Meta, c.now(), c.timing.PullGrace)
@@ -140,7 +140,13 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 		c.signal()
 	}
 	c.recountPeers()
-	c.log.WithField("peer", n.Name).Info("member gone; its backends leave the cluster state")
+	// memberlist's Node.State is not updated before this call; the store
+	// knows a leave from the leaving record or the goodbye.
+	how := "failed: no acks within the suspicion timeout"
+	if c.store.stateOf(n.Name) == MemberLeft {
+		how = "left"
+	}
+	c.log.WithFields(logrus.Fields{"peer": n.Name, "reason": how}).Info("member gone; its backends leave the cluster state")
 }
 
 func (c *Cluster) recountPeers() {

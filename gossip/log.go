@@ -43,8 +43,9 @@ func (l *logLimiter) allow(now time.Time) (ok bool, suppressed int) {
 }
 
 // memberlistLog receives memberlist's log lines ("[LEVEL] memberlist: ...")
-// and hands them to logrus at the matching level, warnings and errors rate
-// limited. It also watches for the line memberlist writes when this node's
+// and hands them to logrus, warnings and errors rate limited. Its INFO lines
+// go at debug level: the events they tell (a peer suspected, marked failed)
+// are logged once by this package, with its fields. It also watches for the line memberlist writes when this node's
 // failure detector suspects a peer, the only place that event is reported.
 type memberlistLog struct {
 	log       *logrus.Entry
@@ -68,7 +69,7 @@ func (w *memberlistLog) line(s string) {
 	if i := strings.Index(s, "["); i >= 0 {
 		if j := strings.Index(s[i:], "]"); j > 0 {
 			switch s[i+1 : i+j] {
-			case "DEBUG":
+			case "DEBUG", "INFO":
 				level = logrus.DebugLevel
 			case "WARN":
 				level = logrus.WarnLevel

@@ -1068,6 +1068,16 @@ func (s *store) pullStarted(node string, v Version, retryAt time.Time) {
 	}
 }
 
+// stateOf returns the state of member name ("" when unknown).
+func (s *store) stateOf(name string) MemberState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m := s.members[name]; m != nil {
+		return m.state
+	}
+	return ""
+}
+
 // known says whether name is a member this node still remembers (in any
 // state; sweep forgets the long-gone ones).
 func (s *store) known(name string) bool {
