@@ -985,14 +985,6 @@ func (s *store) nodeChangesLocked(name string, e *recordEntry) vip.NodeDelta {
 	return nd
 }
 
-// holds reports whether node's record at version v or newer is in State().
-func (s *store) holds(node string, v Version) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.records[node]
-	return e != nil && !e.rec.version.Less(v) && s.visibleLocked(node)
-}
-
 // heldVersion returns the version of node's record this node holds.
 func (s *store) heldVersion(node string) Version {
 	s.mu.Lock()
@@ -1200,26 +1192,6 @@ func decodeMeta(b []byte) (uint64, bool) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint64(b[1:]), true
-}
-
-// visibleCount returns how many nodes State() would hold, without copying.
-func (s *store) visibleCount() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for name := range s.records {
-		if s.visibleLocked(name) {
-			n++
-		}
-	}
-	return n
-}
-
-// shows reports whether node is in State().
-func (s *store) shows(node string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.visibleLocked(node)
 }
 
 // backendCounts returns, per node in State(), how many registrations it has.

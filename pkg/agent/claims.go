@@ -14,13 +14,6 @@ import (
 	"github.com/l4lb/l4lb/vip"
 )
 
-// ClaimKey is the key of the address book: vip.NameKey, the framework and
-// the app's path, lower-cased, and the address family.
-type ClaimKey = vip.NameKey
-
-// ClaimKeyOf is the ClaimKey of a named VIP's registration (vip.NameKeyOf).
-func ClaimKeyOf(r vip.Registration) ClaimKey { return vip.NameKeyOf(&r) }
-
 // Names of the claims journal and what it holds.
 const (
 	claimsJournalKind    = "l4lb claims"

@@ -200,13 +200,6 @@ func TestClaimBookConcurrentWritersAgreeWithTheFile(t *testing.T) {
 	sameClaims(t, openBook(t, path), want)
 }
 
-func TestClaimKeyOfIsNameKeyOf(t *testing.T) {
-	r := vip.Registration{VIP: vip.Spec{Protocol: vip.TCP, Name: "/Dcos/App", Port: 80}, Backend: netip.MustParseAddrPort("[fd00::1]:80")}
-	if got, want := ClaimKeyOf(r), (vip.NameKey{Framework: vip.DefaultFramework, Name: "/dcos/app", V6: true}); got != want {
-		t.Errorf("ClaimKeyOf = %+v, want %+v", got, want)
-	}
-}
-
 // BenchmarkClaimBookPutMany writes batches of 100 new claims into a book
 // that holds 10,000.
 func BenchmarkClaimBookPutMany(b *testing.B) {

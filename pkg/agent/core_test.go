@@ -328,8 +328,8 @@ func TestClaimBookFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "claims.json")
 	b := NewClaimBook(path)
-	k1 := ClaimKey{Framework: "marathon", Name: "/a"}
-	k2 := ClaimKey{Framework: "marathon", Name: "/b", V6: true}
+	k1 := vip.NameKey{Framework: "marathon", Name: "/a"}
+	k2 := vip.NameKey{Framework: "marathon", Name: "/b", V6: true}
 	c1 := vip.Claim{Addr: netip.MustParseAddr("11.0.0.5"), Since: time.Unix(10, 0).UTC()}
 	c2 := vip.Claim{Addr: netip.MustParseAddr("fd01:c::5"), Since: time.Unix(20, 0).UTC()}
 	if err := b.Put(k1, c1); err != nil {
@@ -338,7 +338,7 @@ func TestClaimBookFile(t *testing.T) {
 	if err := b.Put(k2, c2); err != nil {
 		t.Fatal(err)
 	}
-	b.Forget(map[ClaimKey]bool{k1: true})
+	b.Forget(map[vip.NameKey]bool{k1: true})
 	r := NewClaimBook(path)
 	if err := r.Load(); err != nil {
 		t.Fatal(err)
@@ -386,7 +386,8 @@ func TestWithdrawnNameForgetsItsClaim(t *testing.T) {
 	book := NewClaimBook(filepath.Join(t.TempDir(), "claims.json"))
 	core := startCore(t, CoreConfig{Node: "node1", Claims: book}, net.join("node1"))
 	l := local(t, source.Entry{VIP: "/a:80", Backend: "10.0.0.1:80"})
-	key := ClaimKeyOf(l.Registration(vip.Healthy))
+	reg := l.Registration(vip.Healthy)
+	key := vip.NameKeyOf(&reg)
 	core.Replace(SourceAPI, []source.Local{l})
 	eventually(t, "claim kept", func() bool { _, ok := book.Get(key); return ok })
 	core.Replace(SourceAPI, nil)
