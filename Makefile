@@ -59,6 +59,13 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./vip ./dns
 
+# faults: the whole fault suite in the UML guest (integration/faults), the
+# long cases too (60 s of churn under CPU load, ten restarts of every
+# agent); the short ones also run in `make test`.
+.PHONY: faults
+faults: deps build
+	$(GO) test -tags faults -count=1 -timeout 60m -v ./integration/faults
+
 # bench-scale: the control plane at scale with real agents on loopback
 # (bench/scale/README.md). SCALE_FLAGS=-quick for a run of about a minute;
 # L4LB_BIN=path measures that binary instead of one built from this tree.
