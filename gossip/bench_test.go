@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -177,8 +178,23 @@ func wireBytesSent(nodes []*memNode) uint64 {
 // sends per second when idle (over one push/pull period) and while the
 // cluster makes 100 changes per second. Run with a fixed count, e.g.
 // -benchtime=30x.
+// benchNodeCounts are the cluster sizes BenchmarkConvergence measures:
+// L4LB_BENCH_NODES (comma-separated), else 10, 100 and 1,000.
+func benchNodeCounts() []int {
+	var out []int
+	for _, f := range strings.Split(os.Getenv("L4LB_BENCH_NODES"), ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 1 {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		out = []int{10, 100, 1000}
+	}
+	return out
+}
+
 func BenchmarkConvergence(b *testing.B) {
-	for _, n := range []int{10, 100, 1000} {
+	for _, n := range benchNodeCounts() {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
 			net := memnet.New()
 			var tweak func(*Config)
