@@ -6,7 +6,10 @@
 // reachable from every node.
 //
 // A virtual service is l4lb's if and only if its address is on l4lb's dummy
-// interface or it is in the desired table; no other service is ever touched.
+// interface or it is in the desired table, except at a public address (the
+// node's own, Config.PublicAddrs), where it is l4lb's only if l4lb recorded
+// it when it made it (Config.PublicRecord); no other service is ever
+// touched. Public services come from package ipvs/public.
 // Kernel is the real kernel, Fake an in-memory one for tests; both implement
 // Interface. See README.md for the rules and the figures.
 //

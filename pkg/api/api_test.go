@@ -248,6 +248,11 @@ func TestRender(t *testing.T) {
 		t.Errorf("empty table output: %q %v", b.String(), err)
 	}
 	b.Reset()
+	pub := VIPs{VIPs: []VIP{{Label: "/app2:10000", Address: "11.0.0.1", Port: 10000, Protocol: "tcp", PublicPort: 10000, PublishedAt: []string{"192.0.2.10:10000"}}}}
+	if err := RenderVIPs(&b, pub); err != nil || !strings.Contains(b.String(), "port 10000 of every public node; here at 192.0.2.10:10000") {
+		t.Errorf("public VIP output: %q %v", b.String(), err)
+	}
+	b.Reset()
 	if err := RenderMembers(&b, newFake().Members()); err != nil || !strings.Contains(b.String(), "node1") || !strings.Contains(b.String(), "alive") {
 		t.Errorf("members output: %q %v", b.String(), err)
 	}
