@@ -1,7 +1,8 @@
 // Command demo is `make demo`: it boots the real-kernel test bed (a User-Mode
 // Linux guest), builds a three-node cluster in it, and runs l4lb's seed
 // scenario with readable output: the members, the VIP table, requests
-// landing on both instances, scaling back, a dead node, a failing instance,
+// landing on both instances, a client outside the cluster through the
+// public node and sticky sessions, scaling back, a dead node, a failing instance,
 // an agent restart; then a short summary.
 //
 // With DATAPLANE=nftables (`DATAPLANE=nftables make demo`) the agents
@@ -66,6 +67,8 @@ func run(p scenario.Plane) int {
 		res := scenario.Run(e)
 		fmt.Printf("\n== Summary (%s)\n", time.Since(start).Round(time.Second))
 		fmt.Printf("app2's named VIP %s answered from all three nodes, over both instances;\n", res.VIP)
+		fmt.Printf("a client outside the cluster reached app2 through the public node at http://%s:10000 (%s); %d of %d (client address, path) pairs kept one instance through the sticky VIP and its public port;\n",
+			scenario.PublicAddr, scenario.FormatSpread(res.Public), res.Sticky, res.StickyPairs)
 		fmt.Printf("scaling back drained the removed instance without cutting its open connection;\n")
 		fmt.Printf("node3's death reached the other kernels in %s;\n", join(res.KillToGone))
 		fmt.Printf("a failing health check took the instance out in %s and back in %s;\n", join(res.UnhealthyToOut), join(res.HealthyToIn))

@@ -36,6 +36,7 @@ type Env struct {
 	Say     func(format string, args ...any) // narration (t.Logf in tests)
 	Plane   Plane                            // what the agents program (--dataplane)
 	kernels map[int]ipvs.Interface
+	outside *Outside // the client outside the cluster (public.go)
 }
 
 // APIAddr is where every agent's API listens, inside its node.
@@ -90,6 +91,7 @@ func (e *Env) StartAgent(i int) {
 		"--dataplane", string(e.plane()), "--dns-listen", net.JoinHostPort(e.DNS(i), "53"),
 		"--stats-listen", net.JoinHostPort(n.Addr.String(), strconv.Itoa(StatsPort)),
 	}
+	args = append(args, publicFlags(i)...)
 	e.Agents[i] = n.Start(e.T, fmt.Sprintf("agent-%s-%d", n.Name, time.Now().UnixNano()), args...)
 }
 

@@ -35,6 +35,12 @@ type Result struct {
 	// instance failing (passing again) its health check to it leaving
 	// (rejoining) the node's kernel with weight > 0.
 	UnhealthyToOut, HealthyToIn []time.Duration
+	// Public is who answered the outside client's requests to
+	// http://PublicAddr:10000 (step 2b); Sticky how many of StickyPairs
+	// (client address, path: the VIP or the public port) kept one instance
+	// (step 2c).
+	Public              map[string]int
+	Sticky, StickyPairs int
 }
 
 func hasWeight(addr string, pred func(w int, ok bool) bool) func(map[string]int) bool {
@@ -66,7 +72,7 @@ func Run(e *Env) Result {
 
 	e.Say("== 1. app2 with one instance on node2, registered as %s", AppVIP)
 	a := e.StartApp(2, "app2-a", AppPort)
-	e.Say("$ l4lb register %s %s --check http:///healthz   (on node2)\n%s", AppVIP, a, e.L4LB(2, "register", AppVIP, a, "--check", "http:///healthz"))
+	e.Say("$ l4lb register %s %s --check http:///healthz --public   (on node2)\n%s", AppVIP, a, e.L4LB(2, "register", AppVIP, a, "--check", "http:///healthz", "--public"))
 	vipAddr := e.WaitDig(1, AppName, 10*time.Second)
 	res.VIP = net.JoinHostPort(vipAddr, "10000")
 	e.Say("$ dig @%s %s +short   (on node1)\n%s", e.DNS(1), AppName, vipAddr)
@@ -82,7 +88,7 @@ func Run(e *Env) Result {
 
 	e.Say("== 2. Scale app2 to two instances: a second on node3")
 	b := e.StartApp(3, "app2-b", AppPort)
-	e.L4LB(3, "register", AppVIP, b, "--check", "http:///healthz")
+	e.L4LB(3, "register", AppVIP, b, "--check", "http:///healthz", "--public")
 	for _, i := range nodes {
 		e.WaitRealServers(i, res.VIP, 10*time.Second, "both instances in the kernel", func(rs map[string]int) bool {
 			return hasWeight(a, present)(rs) && hasWeight(b, present)(rs)
@@ -103,6 +109,8 @@ func Run(e *Env) Result {
 	}
 	e.Say("$ %s   (on node1)\n%s", strings.Join(e.plane().ListCommand(), " "), e.C.Node(1).MustRun(t, e.plane().ListCommand()...))
 
+	res.Public, res.Sticky, res.StickyPairs = e.RunPublic(a, b)
+
 	e.Say("== 3. Scale back to one instance; a connection in flight to the removed one finishes")
 	held := e.holdOn(1, res.VIP, "app2-b")
 	e.L4LB(3, "deregister", AppVIP, b)
@@ -122,7 +130,7 @@ func Run(e *Env) Result {
 	held.Close()
 
 	e.Say("== 4. node3's agent is killed with SIGKILL: its backends leave every other node")
-	e.L4LB(3, "register", AppVIP, b, "--check", "http:///healthz")
+	e.L4LB(3, "register", AppVIP, b, "--check", "http:///healthz", "--public")
 	for _, i := range nodes {
 		e.WaitRealServers(i, res.VIP, 10*time.Second, "app2-b back", hasWeight(b, present))
 	}
