@@ -1,13 +1,14 @@
 package gossip
 
 import (
-	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/l4lb/l4lb/vip"
 )
@@ -36,10 +37,13 @@ type Drain struct {
 	Active, Inactive uint32
 }
 
-// appliedRefresh is how often a node gossips its last report again: a
-// report is a few broadcasts that a node can miss; the next refresh
-// repairs that. Costs one report per node per period.
-const appliedRefresh = 5 * time.Second
+// appliedAskEvery bounds how often Applied asks the live members for their
+// reports: reports travel only when asked (a TCP request to each live
+// member and its parts back), so that they cost nothing while no one looks
+// and do not grow with the cluster on every change (each report holds a
+// version per node: gossiping every node's report on every change would
+// cost O(nodes²) bytes).
+const appliedAskEvery = 500 * time.Millisecond
 
 // maxAppliedParts bounds how many packets one report may take.
 const maxAppliedParts = 256
@@ -57,13 +61,17 @@ type appliedMsg struct {
 // appliedBook holds every node's newest complete report and the parts of
 // one being assembled. Its methods are safe for concurrent use.
 type appliedBook struct {
-	mu sync.Mutex // guards nodes, self and rseq
+	mu sync.Mutex // guards every field below
 	// nodes: per reporting node, what was received.
 	nodes map[string]*appliedEntry
 	// self is this node's current report, its encoded parts and version.
 	self      Applied
 	selfParts [][]byte
 	rseq      uint64
+	// asked is when askApplied last asked the members; asking is set
+	// while a round of questions is being sent.
+	asked  time.Time
+	asking bool
 }
 
 type appliedEntry struct {
@@ -77,51 +85,109 @@ func newAppliedBook() *appliedBook {
 	return &appliedBook{nodes: map[string]*appliedEntry{}}
 }
 
-// ReportApplied tells the cluster what this node's data plane has
-// programmed (versions: per origin node, the record version its table
-// was built from) and which backends it holds draining, with their
-// connections. A report equal to the previous one sends nothing; a new
-// one goes out as one broadcast per packet it takes. It never blocks.
+// ReportApplied records what this node's data plane has programmed
+// (versions: per origin node, the record version its table was built
+// from) and which backends it holds draining, with their connections. It
+// sends nothing: a member that asks (Applied on another node) gets it. A
+// report equal to the previous one keeps its report sequence. It never
+// blocks.
 func (c *Cluster) ReportApplied(versions map[string]Version, draining []Drain) {
 	b := c.applied
 	d := slices.Clone(draining)
 	slices.SortFunc(d, compareDrains)
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.rseq > 0 && maps.Equal(b.self.Versions, versions) && slices.Equal(b.self.Draining, d) {
-		b.mu.Unlock()
 		return
 	}
 	b.rseq++
 	b.self = Applied{Node: c.cfg.NodeName, Versions: maps.Clone(versions), Draining: d, Received: c.now()}
 	b.selfParts = encodeApplied(c.cfg.NodeName, c.generation.Load(), b.rseq, b.self.Versions, d, inlineRecordBytes)
-	parts := b.selfParts
-	b.mu.Unlock()
-	c.queueApplied(c.cfg.NodeName, parts)
 }
 
-// queueApplied queues the parts of one node's report for gossip, each part
-// replacing the previous one of the same index in the queue.
-func (c *Cluster) queueApplied(node string, parts [][]byte) {
-	for i, p := range parts {
-		c.queue.QueueBroadcast(&nodeBroadcast{node: fmt.Sprintf("\x00applied\x00%s\x00%d", node, i), msg: p})
+// askApplied asks every live member for its report, at most once per
+// appliedAskEvery and one round at a time; the answers arrive as kind-6
+// parts that handleMessage merges. It never blocks.
+func (c *Cluster) askApplied() {
+	now := c.now()
+	c.applied.mu.Lock()
+	due := c.applied.asking == false && now.Sub(c.applied.asked) >= appliedAskEvery
+	if due {
+		c.applied.asking, c.applied.asked = true, now
 	}
+	c.applied.mu.Unlock()
+	if !due {
+		return
+	}
+	ml := c.memberlist()
+	targets := c.store.liveTargets()
+	if ml == nil || len(targets) == 0 {
+		c.applied.mu.Lock()
+		c.applied.asking = false
+		c.applied.mu.Unlock()
+		return
+	}
+	msg := encodeAppliedQuery(c.cfg.NodeName)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer func() {
+			c.applied.mu.Lock()
+			c.applied.asking = false
+			c.applied.mu.Unlock()
+		}()
+		for _, t := range targets {
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
+			if err := ml.SendReliable(&memberlist.Node{Name: t.name, Addr: t.addr, Port: t.port}, msg); err != nil {
+				c.log.WithField("peer", t.name).WithField("reason", err).Debug("applied report query failed")
+				continue
+			}
+			c.counters.sent(len(msg))
+		}
+	}()
 }
 
-// refreshApplied gossips this node's last report again.
-func (c *Cluster) refreshApplied() {
+// answerApplied sends this node's report to the member that asked for it.
+func (c *Cluster) answerApplied(requester string, send func(func()) bool) {
+	t, ok := c.store.member(requester)
+	ml := c.memberlist()
 	c.applied.mu.Lock()
 	parts := c.applied.selfParts
 	c.applied.mu.Unlock()
-	if len(parts) > 0 && c.livePeers.Load() > 0 {
-		c.queueApplied(c.cfg.NodeName, parts)
+	if !ok || ml == nil || len(parts) == 0 {
+		return
 	}
+	send(func() {
+		for _, p := range parts {
+			if err := ml.SendReliable(&memberlist.Node{Name: t.name, Addr: t.addr, Port: t.port}, p); err != nil {
+				c.log.WithField("peer", requester).WithField("reason", err).Debug("applied report answer failed")
+				return
+			}
+			c.counters.sent(len(p))
+		}
+	})
+}
+
+func encodeAppliedQuery(requester string) []byte {
+	e := header(kindAppliedQuery)
+	e.str(requester)
+	return e.b
 }
 
 // Applied returns the newest complete report of every live member, this
 // node's own included, sorted by node. A live member that has reported
 // nothing yet (or runs a version without reports) is left out. It costs
 // O(nodes + their draining backends).
+//
+// Reports are fetched on demand: each call asks the live members for
+// theirs (at most every appliedAskEvery), so a caller that polls sees them
+// arrive; the first call may find none yet.
 func (c *Cluster) Applied() []Applied {
+	c.askApplied()
 	live := map[string]bool{c.cfg.NodeName: true}
 	for _, m := range c.Members() {
 		if m.State == MemberAlive || m.State == MemberSuspect {

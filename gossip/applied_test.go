@@ -104,8 +104,9 @@ func TestAppliedDecodeRefuses(t *testing.T) {
 	}
 }
 
-// Every node's report reaches every other node; a node that missed one
-// gets it from the refresh; a report equal to the last sends nothing.
+// Reports travel only when asked: a node that reports sends nothing until
+// another node calls Applied; then every node's report reaches the asker;
+// a report equal to the last keeps its sequence.
 func TestAppliedReachesEveryNode(t *testing.T) {
 	net := memnet.New()
 	nodes := startMemCluster(t, net, 4, nil)
@@ -123,6 +124,16 @@ func TestAppliedReachesEveryNode(t *testing.T) {
 			t.Fatalf("%s Versions %v, self %v", n.name, v, n.c.SelfVersion())
 		}
 		n.c.ReportApplied(v, []Drain{drainOf(i)})
+	}
+	// Nobody asked: nothing was sent.
+	time.Sleep(time.Second)
+	for _, n := range nodes {
+		n.c.applied.mu.Lock()
+		got := len(n.c.applied.nodes)
+		n.c.applied.mu.Unlock()
+		if got != 0 {
+			t.Fatalf("%s holds %d reports nobody asked for: reports must not be gossiped", n.name, got)
+		}
 	}
 	for _, n := range nodes {
 		waitFor(t, 10*time.Second, n.name+" to hold every report", func() bool {

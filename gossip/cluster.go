@@ -60,8 +60,10 @@ type Cluster struct {
 	conflict chan error // NameConflict
 	pullWake chan struct{}
 	replies  chan pullRequest
-	badLog   *logLimiter
-	keyring  *memberlist.Keyring
+	// appliedAsks are the members that asked for this node's report.
+	appliedAsks chan string
+	badLog      *logLimiter
+	keyring     *memberlist.Keyring
 	// applied holds every node's report of what its kernel programmed.
 	applied *appliedBook
 
@@ -100,18 +102,19 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("gossip config: %w", err)
 	}
 	c := &Cluster{
-		cfg:      cfg,
-		timing:   cfg.Timing.withDefaults(),
-		log:      cfg.Logger,
-		now:      cfg.Now,
-		store:    newStore(cfg.NodeName),
-		changes:  make(chan struct{}, 1),
-		conflict: make(chan error, 1),
-		pullWake: make(chan struct{}, 1),
-		replies:  make(chan pullRequest, 256),
-		badLog:   newLogLimiter(10, time.Second),
-		applied:  newAppliedBook(),
-		stop:     make(chan struct{}),
+		cfg:         cfg,
+		timing:      cfg.Timing.withDefaults(),
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		store:       newStore(cfg.NodeName),
+		changes:     make(chan struct{}, 1),
+		conflict:    make(chan error, 1),
+		pullWake:    make(chan struct{}, 1),
+		replies:     make(chan pullRequest, 256),
+		appliedAsks: make(chan string, 256),
+		badLog:      newLogLimiter(10, time.Second),
+		applied:     newAppliedBook(),
+		stop:        make(chan struct{}),
 	}
 	if c.log == nil {
 		c.log = logrus.NewEntry(logrus.StandardLogger())
@@ -314,8 +317,6 @@ func (c *Cluster) run() {
 	defer reconnect.Stop()
 	announce := time.NewTicker(c.timing.AnnounceInterval)
 	defer announce.Stop()
-	refresh := time.NewTicker(appliedRefresh)
-	defer refresh.Stop()
 
 	const maxSends = 8
 	sem := make(chan struct{}, maxSends)
@@ -359,8 +360,8 @@ func (c *Cluster) run() {
 				v := c.store.selfVersion()
 				c.announce.QueueBroadcast(&nodeBroadcast{node: c.cfg.NodeName, msg: encodeNotice(c.cfg.NodeName, v)})
 			}
-		case <-refresh.C:
-			c.refreshApplied()
+		case who := <-c.appliedAsks:
+			c.answerApplied(who, send)
 		case <-sweep.C:
 			if n := c.store.sweep(c.now(), c.timing.ForgetAfter); n > 0 {
 				c.log.WithField("forgotten", n).Debug("forgot long-gone members")

@@ -56,6 +56,9 @@ const (
 	// kindApplied is a part of a node's report of what its kernel
 	// programmed (gossip); part of format 3.
 	kindApplied msgKind = 6
+	// kindAppliedQuery asks a node for its report (TCP); it answers with
+	// its kind-6 parts, to the asker alone.
+	kindAppliedQuery msgKind = 7
 )
 
 func (k msgKind) String() string {
@@ -72,6 +75,8 @@ func (k msgKind) String() string {
 		return "pages"
 	case kindApplied:
 		return "applied"
+	case kindAppliedQuery:
+		return "applied query"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
@@ -694,6 +699,8 @@ func decodeMessage(b []byte, limit int) (*message, error) {
 		m.Delta = d.delta()
 	case kindApplied:
 		m.Applied = d.applied()
+	case kindAppliedQuery:
+		m.Requester = d.node("requester")
 	case kindNotice:
 		m.Node = d.node("node")
 		m.Version.Generation = d.uvarint("generation")

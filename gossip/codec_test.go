@@ -245,6 +245,7 @@ func FuzzDecodeMessage(f *testing.F) {
 		[]Drain{{Service: vip.ServiceKey{Addr: netip.MustParseAddr("11.0.0.1"), Port: 80, Protocol: vip.TCP}, Backend: netip.MustParseAddrPort("10.0.0.2:8080"), Active: 3, Inactive: 9}}, 60) {
 		f.Add(p)
 	}
+	f.Add(encodeAppliedQuery("asker"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMessage(b, MaxStreamBytes)
 		if err != nil {
@@ -264,6 +265,8 @@ func FuzzDecodeMessage(f *testing.F) {
 			again = encodePages(m.Pages)
 		case kindApplied:
 			again = encodeAppliedPart(m.Applied)
+		case kindAppliedQuery:
+			again = encodeAppliedQuery(m.Requester)
 		default:
 			t.Fatalf("decoded unknown kind %v", m.Kind)
 		}

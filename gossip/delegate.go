@@ -195,9 +195,13 @@ func (c *Cluster) handleMessage(buf []byte) {
 			c.wakePulls()
 		}
 	case kindApplied:
-		if c.applied.mergeApplied(c.cfg.NodeName, m.Applied, c.now()) {
-			// Pass it on, as a delta.
-			c.queue.QueueBroadcast(&nodeBroadcast{node: fmt.Sprintf("\x00applied\x00%s\x00%d", m.Applied.Node, m.Applied.Part), msg: append([]byte(nil), buf...)})
+		// An answer to askApplied: kept, not passed on.
+		c.applied.mergeApplied(c.cfg.NodeName, m.Applied, c.now())
+	case kindAppliedQuery:
+		select {
+		case c.appliedAsks <- m.Requester:
+		default:
+			c.log.WithField("peer", m.Requester).WithField("reason", "queue full").Debug("applied report query dropped")
 		}
 	case kindPull:
 		if m.Node != c.cfg.NodeName {

@@ -1079,6 +1079,19 @@ func (s *store) known(name string) bool {
 	return ok
 }
 
+// liveTargets returns where to reach every live member but this node.
+func (s *store) liveTargets() []pullTarget {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]pullTarget, 0, s.live)
+	for name, m := range s.members {
+		if name != s.self && (m.state == MemberAlive || m.state == MemberSuspect) {
+			out = append(out, pullTarget{name: name, addr: m.addr, port: m.port})
+		}
+	}
+	return out
+}
+
 // member returns where to reach a member, if it is live.
 func (s *store) member(name string) (pullTarget, bool) {
 	s.mu.Lock()
