@@ -111,9 +111,28 @@ func (t *countingTransport) DialAddressTimeout(a memberlist.Address, timeout tim
 	return &countingConn{Conn: c, counters: t.counters}, nil
 }
 
+// Shutdown stops forwarding and shuts the inner transport down. Its
+// listeners hand each packet and stream over on an unbuffered channel and
+// its Shutdown waits for them: what arrives meanwhile is drained here, or
+// a listener blocked on the hand-over would keep Shutdown (and the agent's
+// stop) waiting forever.
 func (t *countingTransport) Shutdown() error {
 	t.stop.Do(func() { close(t.done) })
-	return t.inner.Shutdown()
+	drained := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-t.inner.PacketCh():
+			case c := <-t.inner.StreamCh():
+				_ = c.Close()
+			case <-drained:
+				return
+			}
+		}
+	}()
+	err := t.inner.Shutdown()
+	close(drained)
+	return err
 }
 
 // countingConn counts a stream's bytes.
