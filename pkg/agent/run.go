@@ -211,8 +211,9 @@ func Run(ctx context.Context, o Options) error {
 
 	var core *Core
 	var plane DataPlane
+	var gossipStart atomic.Int64 // unix ns; the join grace counts from then, not from the slower setup before
 	coreCfg := CoreConfig{Node: o.NodeName, VIP: vipCfg, DNS: resolver, Claims: claims, Log: log,
-		StateMerged: stateMerged(cluster, len(o.Join) > 0, time.Now(), joinGrace)}
+		StateMerged: stateMerged(cluster, len(o.Join) > 0, &gossipStart, joinGrace)}
 	if o.DataPlane != "none" {
 		plane, o.DataPlane, err = openPlane(o, vipCfg, log, func(t *vip.Table) { core.Programmed(t) })
 		if err != nil {
@@ -322,6 +323,7 @@ func Run(ctx context.Context, o Options) error {
 		running.wait(sctx)
 		return fmt.Errorf("gossip: %w", err)
 	}
+	gossipStart.Store(time.Now().UnixNano())
 	if dir != nil {
 		goRun("services directory", func() error {
 			return dir.RunDelta(ctx, func(set []source.Local, removed []string) {
@@ -625,12 +627,19 @@ const joinGrace = 10 * time.Second
 // restarted node's State() lacks other nodes' backends, which its kernel
 // still serves. A peer being a member is not enough: memberlist reports
 // the join before it merges the state that came with it.
-func stateMerged(c *gossip.Cluster, seeds bool, start time.Time, grace time.Duration) func() (bool, string) {
+//
+// The grace counts from when gossip started (*started, unix ns; 0 before):
+// the setup before it (data plane, sysctls, iptables) can take longer than
+// the grace on a loaded host, and a grace spent before any seed could be
+// tried would program a restarted node's kernel from its own state alone,
+// withdrawing every other node's backends from it.
+func stateMerged(c *gossip.Cluster, seeds bool, started *atomic.Int64, grace time.Duration) func() (bool, string) {
 	return func() (bool, string) {
+		at := started.Load()
 		switch {
 		case !seeds, c.Merged():
 			return true, ""
-		case time.Since(start) > grace:
+		case at != 0 && time.Since(time.Unix(0, at)) > grace:
 			return true, ""
 		default:
 			return false, "waiting for a seed to answer to merge the cluster state"
