@@ -152,7 +152,7 @@ func (t *Table) Equal(o *Table) bool {
 func equalVIPs(a, b VIP) bool {
 	return a.ServiceKey == b.ServiceKey && a.Label == b.Label && a.Name == b.Name &&
 		a.Framework == b.Framework && a.Scheduler == b.Scheduler && a.Persistence == b.Persistence &&
-		a.PublicPort == b.PublicPort && slices.Equal(a.Names, b.Names) && slices.Equal(a.Backends, b.Backends) && slices.Equal(a.Conflicts, b.Conflicts)
+		a.PublicPort == b.PublicPort && slices.Equal(a.Names, b.Names) && slices.Equal(a.Backends, b.Backends) && slices.Equal(a.Down, b.Down) && slices.Equal(a.Conflicts, b.Conflicts)
 }
 
 func compareServiceKeys(a, b ServiceKey) int {
@@ -737,9 +737,13 @@ func (b *builder) fillBackends(v *VIP, members []member) {
 		b.backends = b.backends[:start+healthy]
 		v.Backends = b.backends[start : start : start+healthy]
 	}
+	if healthy < len(kept) {
+		v.Down = make([]Backend, 0, len(kept)-healthy)
+	}
 	for i, m := range kept {
 		switch m.health {
 		case Unhealthy:
+			v.Down = append(v.Down, Backend{Addr: b.addrs[i], Weight: m.weight, Node: m.node, Health: m.health})
 			continue
 		case Draining:
 			m.weight = 0

@@ -136,8 +136,11 @@ type VIP struct {
 	// the scheduler: see PublicPortOf).
 	PublicPort uint16
 	// Backends are sorted by address; Weight is 0 for draining ones;
-	// unhealthy ones are not in the table.
+	// unhealthy ones are not in Backends.
 	Backends []Backend
+	// Down are the backends their node reports unhealthy, sorted by
+	// address: left out of the kernel, kept here for people to see.
+	Down []Backend
 	// Conflicts says, for people, where registrations of this VIP disagreed
 	// (scheduler, persistence, public port) and which value won.
 	Conflicts []string

@@ -169,9 +169,35 @@ func runLeave(args []string, stdout, stderr io.Writer) error {
 }
 
 func runVIPs(args []string, stdout, stderr io.Writer) error {
-	return runView("vips", "show every VIP with its names, address, port, protocol, scheduler and backends", args, stdout, stderr,
-		func(ctx context.Context, c *api.Client) (any, error) { return c.VIPs(ctx) },
-		func(w io.Writer, v any) error { return api.RenderVIPs(w, v.(api.VIPs)) })
+	fs := newFlagSet("vips", "[FILTER] [--node NODE] [-o text|wide|json]", "show the VIPs sorted by name, one line each, then the backends that take no new connections and why; FILTER keeps those whose name, DNS name or address contains it", stderr)
+	out := fs.String("o", "text", "output format: text (one line per VIP), wide (every backend with its connections) or json")
+	node := fs.String("node", "", "only the VIPs with a backend on this node")
+	addr := apiFlag(fs)
+	pos, err := parse(fs, args, []string{"[FILTER]"})
+	if err != nil {
+		return err
+	}
+	render := map[string]func(io.Writer, api.VIPs) error{"text": api.RenderVIPs, "wide": api.RenderVIPsWide, "json": writeJSON}[*out]
+	if render == nil {
+		return fmt.Errorf("-o %q: want text, wide or json", *out)
+	}
+	ctx, cancel := clientContext()
+	defer cancel()
+	v, err := api.NewClient(*addr).VIPs(ctx)
+	if err != nil {
+		return err
+	}
+	var match string
+	if len(pos) > 0 {
+		match = pos[0]
+	}
+	return render(stdout, api.SelectVIPs(v, match, *node))
+}
+
+func writeJSON(w io.Writer, v api.VIPs) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func runMembers(args []string, stdout, stderr io.Writer) error {

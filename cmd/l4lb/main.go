@@ -3,7 +3,7 @@
 //	l4lb agent [flags]                 run the daemon on this node
 //	l4lb register VIP BACKEND [flags]  publish a backend that runs on this node
 //	l4lb deregister VIP BACKEND        withdraw it (it drains)
-//	l4lb vips [-o json]                show every VIP with its backends
+//	l4lb vips [FILTER] [-o wide|json]  show the VIPs, sorted, filtered, and the backends not serving
 //	l4lb members [-o json]             show the cluster's nodes
 //	l4lb leave                         make the agent leave the cluster for good and stop
 //	l4lb keygen                        print a new gossip key
@@ -37,7 +37,7 @@ func commands() []command {
 		{"agent", "[flags]", "run the l4lb daemon on this node", runAgent},
 		{"register", "VIP BACKEND [flags]", "publish a backend that runs on this node", runRegister},
 		{"deregister", "VIP BACKEND [flags]", "withdraw a backend (it drains, then leaves)", runDeregister},
-		{"vips", "[-o json]", "show every VIP with its names, address and backends", runVIPs},
+		{"vips", "[FILTER] [-o wide|json]", "show the VIPs sorted by name, and the backends not serving with why", runVIPs},
 		{"members", "[-o json]", "show the cluster's nodes and their state", runMembers},
 		{"leave", "[flags]", "make this node's agent leave the cluster for good and stop", runLeave},
 		{"keygen", "", "print a new random gossip key (base64, 32 bytes)", runKeygen},
@@ -125,7 +125,13 @@ func parse(fs *flag.FlagSet, args []string, positional []string) ([]string, erro
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	if len(pos) != len(positional) {
+	required := 0
+	for _, p := range positional {
+		if !strings.HasPrefix(p, "[") {
+			required++
+		}
+	}
+	if len(pos) < required || len(pos) > len(positional) {
 		want := "no arguments"
 		if len(positional) > 0 {
 			want = strings.Join(positional, " ")

@@ -136,11 +136,11 @@ func (e *Env) RunPublic(a, b string) (seen map[string]int, sticky, pairs int) {
 			t.Errorf("node%d is not public but serves %s: %v", i, pub, rs)
 		}
 	}
-	vips := e.L4LB(PublicNode, "vips")
-	if !strings.Contains(vips, "here at "+pub) {
-		t.Errorf("l4lb vips on the public node does not say where app2 is published:\n%s", vips)
+	vips := e.L4LB(PublicNode, "vips", "app2")
+	if !strings.Contains(vips, " "+pub+" ") {
+		t.Errorf("l4lb vips on the public node does not say where app2 is published (%s):\n%s", pub, vips)
 	}
-	e.Say("$ l4lb vips   (on node%d, the public node)\n%s", PublicNode, vips)
+	e.Say("$ l4lb vips app2   (on node%d, the public node)\n%s", PublicNode, vips)
 
 	e.Say("== 2c. Sticky sessions: %s with --persistence 60 --public, both instances", StickyVIP)
 	for _, r := range []struct {

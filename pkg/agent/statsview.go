@@ -45,8 +45,10 @@ func (a *apiAgent) enrich(v *api.VIPs, conns map[vip.ServiceKey]map[netip.AddrPo
 			c, seen := cs[ap]
 			b.ActiveConns, b.InactConns = int(c.Active), int(c.Inactive)
 			switch {
-			case b.Health != string(vip.Healthy):
-				b.State, b.Reason = api.StateDown, "health check failing"
+			case b.Health == string(vip.Unhealthy):
+				b.State, b.Reason = api.StateDown, "failing its health check on "+b.Node
+			case b.Health == string(vip.Draining):
+				b.State, b.Reason = api.StateDraining, "withdrawn by "+b.Node+" (deregistered or stopping)"
 			case b.Weight == 0:
 				b.State, b.Reason = api.StateDraining, "weight 0: takes no new connections"
 			case c.Draining:

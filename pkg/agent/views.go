@@ -35,6 +35,13 @@ func vipsView(desired, programmed *vip.Table, conns map[vip.ServiceKey]map[netip
 				ActiveConns: int(c.Active), InactConns: int(c.Inactive),
 			})
 		}
+		// Unhealthy backends are not in the kernel; people see them, down.
+		for _, b := range v.Down {
+			x.Backends = append(x.Backends, api.Backend{
+				Address: b.Addr.String(), Node: b.Node, Weight: 0, Health: string(b.Health),
+				State: api.StateDown, Reason: "failing its health check on " + b.Node,
+			})
+		}
 		out.VIPs = append(out.VIPs, x)
 	}
 	return out

@@ -38,3 +38,28 @@ func TestVIPsViewShowsWherePublished(t *testing.T) {
 		t.Errorf("not a public node, yet published at %q", v.VIPs[0].PublishedAt)
 	}
 }
+
+// TestVIPsViewShowsUnhealthyBackends: a backend its node reports unhealthy
+// is not in the kernel, but the view lists it, down, with why.
+func TestVIPsViewShowsUnhealthyBackends(t *testing.T) {
+	reg := func(backend string, h vip.Health) vip.Registration {
+		return vip.Registration{VIP: vip.Spec{Protocol: vip.TCP, Name: "/app", Port: 80}, Backend: netip.MustParseAddrPort(backend), Weight: 1, Health: h}
+	}
+	tab := vip.Build(vip.Config{}, vip.ClusterState{
+		{Node: "n1", Backends: []vip.Registration{reg("10.0.0.1:80", vip.Healthy)}},
+		{Node: "n2", Backends: []vip.Registration{reg("10.0.0.2:80", vip.Unhealthy)}},
+	})
+	if v := tab.VIPs[0]; len(v.Backends) != 1 || len(v.Down) != 1 || v.Down[0].Node != "n2" {
+		t.Fatalf("table: backends %v, down %v", v.Backends, v.Down)
+	}
+	v := vipsView(tab, tab, nil, nil)
+	var down []string
+	for _, b := range v.VIPs[0].Backends {
+		if b.State == "down" {
+			down = append(down, b.Address+" "+b.Reason)
+		}
+	}
+	if !slices.Equal(down, []string{"10.0.0.2:80 failing its health check on n2"}) {
+		t.Errorf("down backends shown: %q", down)
+	}
+}

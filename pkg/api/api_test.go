@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -234,7 +235,7 @@ func TestClientAgainstHandler(t *testing.T) {
 
 func TestRender(t *testing.T) {
 	var b bytes.Buffer
-	if err := RenderVIPs(&b, newFake().VIPs()); err != nil {
+	if err := RenderVIPsWide(&b, newFake().VIPs()); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"/dcos-101/app2:10000", "tcp 11.1.2.3:10000", "wlc", "programmed",
@@ -249,11 +250,64 @@ func TestRender(t *testing.T) {
 	}
 	b.Reset()
 	pub := VIPs{VIPs: []VIP{{Label: "/app2:10000", Address: "11.0.0.1", Port: 10000, Protocol: "tcp", PublicPort: 10000, PublishedAt: []string{"192.0.2.10:10000"}}}}
-	if err := RenderVIPs(&b, pub); err != nil || !strings.Contains(b.String(), "port 10000 of every public node; here at 192.0.2.10:10000") {
+	if err := RenderVIPsWide(&b, pub); err != nil || !strings.Contains(b.String(), "port 10000 of every public node; here at 192.0.2.10:10000") {
+		t.Errorf("public VIP output, wide: %q %v", b.String(), err)
+	}
+	b.Reset()
+	if err := RenderVIPs(&b, pub); err != nil || !strings.Contains(b.String(), " 192.0.2.10:10000 ") {
 		t.Errorf("public VIP output: %q %v", b.String(), err)
 	}
 	b.Reset()
 	if err := RenderMembers(&b, newFake().Members()); err != nil || !strings.Contains(b.String(), "node1") || !strings.Contains(b.String(), "alive") {
 		t.Errorf("members output: %q %v", b.String(), err)
+	}
+}
+
+// TestVIPTable: one line per VIP in fixed columns, sorted by name; the
+// backends that take no new connections listed after, with why.
+func TestVIPTable(t *testing.T) {
+	v := VIPs{VIPs: []VIP{
+		{Label: "/zeta:80", Address: "11.0.0.3", Port: 80, Protocol: "tcp", Scheduler: "wlc", Programmed: true,
+			Backends: []Backend{{Address: "10.0.0.1:80", Node: "node1", Weight: 1, Health: "healthy"}}},
+		{Label: "/Alpha:80", Address: "11.0.0.1", Port: 80, Protocol: "tcp", Scheduler: "rr", Persistence: 60, Programmed: true,
+			Backends: []Backend{
+				{Address: "10.0.0.2:80", Node: "node2", Weight: 1, Health: "healthy"},
+				{Address: "10.0.0.3:80", Node: "node3", Weight: 0, Health: "unhealthy"},
+				{Address: "10.0.0.4:80", Node: "node3", Weight: 0, Health: "draining", State: "draining", Reason: "deregistered"},
+			}},
+	}}
+	var b bytes.Buffer
+	if err := RenderVIPs(&b, SelectVIPs(v, "", "")); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
+	want := [][]string{
+		{"VIP", "PROTO", "ADDRESS", "SCHEDULER", "PUBLIC", "BACKENDS", "STATE"},
+		{"/Alpha:80", "tcp", "11.0.0.1:80", "rr", "sticky", "60s", "-", "1/3", "up", "programmed"},
+		{"/zeta:80", "tcp", "11.0.0.3:80", "wlc", "-", "1/1", "up", "programmed"},
+		{},
+		{"NOT", "SERVING", "VIP", "BACKEND", "NODE", "STATE", "REASON"},
+		{"/Alpha:80", "10.0.0.3:80", "node3", "down", "failing", "its", "health", "check"},
+		{"/Alpha:80", "10.0.0.4:80", "node3", "draining", "deregistered"},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines, want %d:\n%s", len(lines), len(want), b.String())
+	}
+	for i, w := range want {
+		if got := strings.Fields(lines[i]); !slices.Equal(got, w) {
+			t.Errorf("line %d = %q, want fields %q", i, lines[i], w)
+		}
+	}
+	if got := SelectVIPs(v, "ALPHA", ""); len(got.VIPs) != 1 || got.VIPs[0].Label != "/Alpha:80" {
+		t.Errorf("filter by name: %+v", got.VIPs)
+	}
+	if got := SelectVIPs(v, "11.0.0.3", ""); len(got.VIPs) != 1 || got.VIPs[0].Label != "/zeta:80" {
+		t.Errorf("filter by address: %+v", got.VIPs)
+	}
+	if got := SelectVIPs(v, "", "node1"); len(got.VIPs) != 1 || got.VIPs[0].Label != "/zeta:80" {
+		t.Errorf("filter by node: %+v", got.VIPs)
+	}
+	if got := SelectVIPs(v, "nothing-matches", ""); len(got.VIPs) != 0 {
+		t.Errorf("filter matching nothing: %+v", got.VIPs)
 	}
 }
