@@ -35,8 +35,10 @@ type Env struct {
 	Apps    map[string]*bed.Process
 	Say     func(format string, args ...any) // narration (t.Logf in tests)
 	Plane   Plane                            // what the agents program (--dataplane)
-	kernels map[int]ipvs.Interface
-	outside *Outside // the client outside the cluster (public.go)
+	// AgentFlags are more flags for node i's agent (--docker-endpoint, say).
+	AgentFlags map[int][]string
+	kernels    map[int]ipvs.Interface
+	outside    *Outside // the client outside the cluster (public.go)
 }
 
 // APIAddr is where every agent's API listens, inside its node.
@@ -92,6 +94,7 @@ func (e *Env) StartAgent(i int) {
 		"--stats-listen", net.JoinHostPort(n.Addr.String(), strconv.Itoa(StatsPort)),
 	}
 	args = append(args, publicFlags(i)...)
+	args = append(args, e.AgentFlags[i]...)
 	e.Agents[i] = n.Start(e.T, fmt.Sprintf("agent-%s-%d", n.Name, time.Now().UnixNano()), args...)
 }
 
