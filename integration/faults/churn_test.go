@@ -72,18 +72,28 @@ func TestChurnUnderCPULoadNoFalseDeaths(t *testing.T) {
 	suspicions.Range(func(k, v any) bool { susp = append(susp, k.(string)); return true })
 
 	conv, err := c.converge([]int{1, 2, 3}, c.want(1, 2, 3), time.Minute)
+	// Every death memberlist declared, from the agents' logs: the poll
+	// above misses one refuted within 200 ms.
+	var marked []string
+	for i := 1; i <= 3; i++ {
+		for _, l := range strings.Split(c.e.Agents[i].Log(), "\n") {
+			if strings.Contains(l, "as failed, suspect timeout reached") {
+				marked = append(marked, fmt.Sprintf("node%d: %s", i, strings.TrimSpace(l)))
+			}
+		}
+	}
 	start := time.Now()
 	c.e.KillAgent(3, syscall.SIGKILL)
 	took := c.outWithin([]int{1, 2}, c.apps[3], start, 3*time.Second)
 	ok, fail, failures := loop.halt()
 	hogs()
-	t.Logf("churn under CPU load: %d changes in %v (%d refused or failed), false deaths %d %v, suspicions %d, requests %d ok %d failed, converged %v after the churn; SIGKILL under load -> out of the kernels of node1 and node2 in %v",
-		changes, churnFor, errs, len(dead), dead, len(susp), ok, fail, conv.Round(time.Millisecond), took.Round(time.Millisecond))
+	t.Logf("churn under CPU load: %d changes in %v (%d refused or failed), false deaths declared %d (seen by the poll: %d %v), suspicions seen %d, requests %d ok %d failed, converged %v after the churn; SIGKILL under load -> out of the kernels of node1 and node2 in %v",
+		changes, churnFor, errs, len(marked), len(dead), dead, len(susp), ok, fail, conv.Round(time.Millisecond), took.Round(time.Millisecond))
 	if err != nil {
 		t.Error(err)
 	}
-	if len(dead) > 0 {
-		t.Errorf("%d false deaths under load: %v", len(dead), dead)
+	if len(marked) > 0 || len(dead) > 0 {
+		t.Errorf("%d false deaths under load:\n%s", len(marked), strings.Join(marked, "\n"))
 	}
 	if fail > 0 {
 		t.Errorf("%d requests failed:\n%s", fail, strings.Join(failures, "\n"))
