@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
 
@@ -39,6 +40,9 @@ type apiAgent struct {
 	leave chan struct{}
 	// public are this node's public addresses (--public-address).
 	public []netip.Addr
+	// dnsServing, when set, says whether the DNS server listens yet; ready
+	// waits for it (nil: not part of readiness).
+	dnsServing *atomic.Bool
 }
 
 var _ api.Agent = (*apiAgent)(nil)
@@ -217,6 +221,9 @@ func (a *apiAgent) Leave() error {
 func (a *apiAgent) Ready() (bool, string) {
 	if ok, why := a.core.Synced(); !ok {
 		return false, why
+	}
+	if a.dnsServing != nil && !a.dnsServing.Load() {
+		return false, "the DNS server does not listen yet"
 	}
 	if a.seeded != nil {
 		if ok, why := a.seeded(); !ok {

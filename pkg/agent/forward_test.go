@@ -88,14 +88,12 @@ func TestDNSForwardsToARealUpstream(t *testing.T) {
 	o.DNSForward = true
 	o.DNSUpstreams = []string{"127.0.0.1:" + strconv.Itoa(upstream)}
 	startAgent(t, o)
-	// /readyz can answer before the DNS server listens (it starts after
-	// the first sync): wait for DNS itself.
-	var r *dns.Msg
-	eventually(t, "the agent's DNS answering", func() bool {
-		var err error
-		r, err = query(o.DNSListen[0], "www.upstream.test.")
-		return err == nil
-	})
+	// Ready means the DNS server listens.
+	eventually(t, "agent ready", func() bool { return ready(o.APIListen) })
+	r, err := query(o.DNSListen[0], "www.upstream.test.")
+	if err != nil {
+		t.Fatalf("query the agent, ready: %v", err)
+	}
 	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 		t.Fatalf("the agent answered %s with %d records, want the upstream's one:\n%v", dns.RcodeToString[r.Rcode], len(r.Answer), r)
 	}
@@ -105,7 +103,7 @@ func TestDNSForwardsToARealUpstream(t *testing.T) {
 	if !r.RecursionAvailable {
 		t.Error("a forwarded answer without RA")
 	}
-	r, err := query(o.DNSListen[0], "nothing.here.l4lb.thisdcos.directory.")
+	r, err = query(o.DNSListen[0], "nothing.here.l4lb.thisdcos.directory.")
 	if err != nil {
 		t.Fatalf("query the agent: %v", err)
 	}

@@ -243,7 +243,7 @@ func Run(ctx context.Context, o Options) error {
 	}})
 	defer checker.Close()
 	a := &apiAgent{core: core, store: store, cluster: cluster, plane: plane, checker: checker, log: log,
-		seeded: seedReached(cluster, seeds(o.Join, o.GossipPort)), leave: make(chan struct{}, 1), public: o.PublicAddrs}
+		seeded: seedReached(cluster, seeds(o.Join, o.GossipPort)), leave: make(chan struct{}, 1), public: o.PublicAddrs, dnsServing: new(atomic.Bool)}
 	a.update(SourceAPI, store.List(), nil)
 	store.OnChange(a.storeChanged)
 
@@ -372,6 +372,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 			return err
 		}
+		a.dnsServing.Store(true)
 		log.WithField("listen", strings.Join(o.DNSListen, ",")).Info("DNS serving")
 		if waitFor(ctx, func() bool { ok, _ := a.Ready(); return ok }) {
 			log.Info("agent ready")
