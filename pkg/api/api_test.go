@@ -311,3 +311,28 @@ func TestVIPTable(t *testing.T) {
 		t.Errorf("filter matching nothing: %+v", got.VIPs)
 	}
 }
+
+// TestWriteVIPsIsTheEncoders: the streamed /v1/vips answer is byte for
+// byte what encoding/json with two-space indentation writes, so a field
+// added to VIPs that WriteVIPs does not write fails here.
+func TestWriteVIPsIsTheEncoders(t *testing.T) {
+	for name, v := range map[string]VIPs{
+		"fake":   newFake().VIPs(),
+		"empty":  {VIPs: []VIP{}},
+		"nil":    {},
+		"errors": {VIPs: []VIP{{Label: "/a:80", Backends: []Backend{}}}, Errors: []string{"range 11.0.0.0/30 is full", "another"}},
+	} {
+		var want, got bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(v); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteVIPs(&got, v); err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want.String() {
+			t.Errorf("%s: WriteVIPs wrote\n%s\nencoding/json writes\n%s", name, got.String(), want.String())
+		}
+	}
+}

@@ -1,9 +1,11 @@
 package api
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,7 +57,12 @@ func (e *FullError) Unwrap() error { return e.Err }
 func NewHandler(a Agent, gatherer prometheus.Gatherer, log *logrus.Entry) http.Handler {
 	s := &server{agent: a, log: log}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/vips", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.VIPs()) })
+	mux.HandleFunc("GET /v1/vips", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if err := WriteVIPs(w, a.VIPs()); err != nil {
+			log.WithError(err).Debug("GET /v1/vips: answer cut short")
+		}
+	})
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, a.Members()) })
 	mux.HandleFunc("PUT /v1/backends", s.putBackend)
 	mux.HandleFunc("DELETE /v1/backends", s.deleteBackend)
@@ -154,6 +161,45 @@ func (s *server) fail(w http.ResponseWriter, what string, err error) {
 	}
 	s.log.WithError(err).WithField("reason", what).Error("API request failed")
 	writeJSON(w, http.StatusInternalServerError, Error{Error: what + ": " + err.Error()})
+}
+
+// WriteVIPs writes v as indented JSON, the same bytes as an encoder with
+// two-space indentation gives, one VIP at a time: a table of 100,000
+// backends is never held encoded whole (twice, with its indentation) in
+// memory.
+func WriteVIPs(w io.Writer, v VIPs) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteString("{\n  \"vips\": ")
+	if v.VIPs == nil {
+		bw.WriteString("null")
+	} else {
+		bw.WriteString("[")
+		for i := range v.VIPs {
+			if i > 0 {
+				bw.WriteString(",")
+			}
+			b, err := json.MarshalIndent(&v.VIPs[i], "    ", "  ")
+			if err != nil {
+				return fmt.Errorf("encode VIP %s: %w", v.VIPs[i].Label, err)
+			}
+			bw.WriteString("\n    ")
+			bw.Write(b)
+		}
+		if len(v.VIPs) > 0 {
+			bw.WriteString("\n  ")
+		}
+		bw.WriteString("]")
+	}
+	if len(v.Errors) > 0 {
+		b, err := json.MarshalIndent(v.Errors, "  ", "  ")
+		if err != nil {
+			return fmt.Errorf("encode errors: %w", err)
+		}
+		bw.WriteString(",\n  \"errors\": ")
+		bw.Write(b)
+	}
+	bw.WriteString("\n}\n")
+	return bw.Flush()
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
