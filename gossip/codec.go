@@ -514,13 +514,43 @@ func (d *decoder) addr(what string) netip.Addr {
 	}
 }
 
+// common are the values of a registration's small-vocabulary fields
+// (protocol, framework, health, scheduler): decoded, they share these
+// strings instead of each registration holding its own copy.
+var common = func() map[string]string {
+	m := map[string]string{}
+	for _, v := range []string{string(vip.TCP), string(vip.UDP), vip.DefaultFramework,
+		string(vip.Healthy), string(vip.Unhealthy), string(vip.Draining),
+		"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf"} {
+		m[v] = v
+	}
+	return m
+}()
+
+// word decodes a string of a small vocabulary: a common value is shared.
+func (d *decoder) word(what string) string {
+	n := d.uvarint(what)
+	if d.err != nil {
+		return ""
+	}
+	if n > maxStringBytes {
+		d.fail("%s: string of %d bytes over %d", what, n, maxStringBytes)
+		return ""
+	}
+	b := d.bytes(int(n), what)
+	if v, ok := common[string(b)]; ok { // no allocation: the compiler looks up without one
+		return v
+	}
+	return string(b)
+}
+
 func (d *decoder) regKey() vip.RegKey {
 	var k vip.RegKey
-	k.VIP.Protocol = vip.Protocol(d.str("protocol"))
+	k.VIP.Protocol = vip.Protocol(d.word("protocol"))
 	k.VIP.Name = d.str("vip name")
 	k.VIP.Addr = d.addr("vip address")
 	k.VIP.Port = d.uint16("vip port")
-	k.Framework = d.str("framework")
+	k.Framework = d.word("framework")
 	backend := d.addr("backend address")
 	k.Backend = netip.AddrPortFrom(backend, d.uint16("backend port"))
 	return k
@@ -530,8 +560,8 @@ func (d *decoder) registration() vip.Registration {
 	k := d.regKey()
 	r := vip.Registration{VIP: k.VIP, Framework: k.Framework, Backend: k.Backend}
 	r.Weight = d.uint32("weight")
-	r.Health = vip.Health(d.str("health"))
-	r.Scheduler = d.str("scheduler")
+	r.Health = vip.Health(d.word("health"))
+	r.Scheduler = d.word("scheduler")
 	r.Persistence = d.uint32("persistence")
 	r.Claim.Addr = d.addr("claim address")
 	switch flag := d.byte1("claim time"); flag {
