@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -334,5 +336,41 @@ func TestWriteVIPsIsTheEncoders(t *testing.T) {
 		if got.String() != want.String() {
 			t.Errorf("%s: WriteVIPs wrote\n%s\nencoding/json writes\n%s", name, got.String(), want.String())
 		}
+	}
+}
+
+// TestAPIReferenceNamesEveryField: every JSON field of the API's documents
+// is in the package README's reference, written as `name`.
+func TestAPIReferenceNamesEveryField(t *testing.T) {
+	doc, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[reflect.Type]bool{}
+	var walk func(reflect.Type)
+	walk = func(ty reflect.Type) {
+		for ty.Kind() == reflect.Pointer || ty.Kind() == reflect.Slice || ty.Kind() == reflect.Map {
+			ty = ty.Elem()
+		}
+		if ty.Kind() != reflect.Struct || seen[ty] {
+			return
+		}
+		seen[ty] = true
+		for f := range ty.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			if !strings.Contains(string(doc), "`"+name+"`") {
+				t.Errorf("%s.%s: JSON field %q is not in pkg/api/README.md", ty.Name(), f.Name, name)
+			}
+			walk(f.Type)
+		}
+	}
+	for _, v := range []any{VIPs{}, Members{}, Result{}, Error{}, Progress{}, source.Entry{}} {
+		walk(reflect.TypeOf(v))
+	}
+	if len(seen) < 8 {
+		t.Fatalf("walked %d document types; the test no longer sees the API's documents", len(seen))
 	}
 }
