@@ -3,7 +3,9 @@
 // scenario with readable output: the members, the VIP table, requests
 // landing on both instances, a client outside the cluster through the
 // public node and sticky sessions, scaling back, a dead node, a failing instance,
-// an agent restart; then a short summary.
+// an agent restart; the stats page in headless Chromium (summarised, with
+// a screenshot written), a zero-downtime replacement of an instance; then a
+// short summary.
 //
 // With DATAPLANE=nftables (`DATAPLANE=nftables make demo`) the agents
 // program nf_tables instead, and the cluster is built from namespaces of
@@ -13,6 +15,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -65,6 +68,24 @@ func run(p scenario.Plane) int {
 		start := time.Now()
 		e := scenario.NewPlane(d, p, 3, bed.Binary(d, "l4lb"), bed.Binary(d, "l4lb-demoapp"), d.Logf)
 		res := scenario.Run(e)
+		var st *scenario.StatsResult
+		var dr *scenario.DeployResult
+		if p == scenario.IPVS {
+			a := e.C.Node(2).Addr.String() + ":8080"
+			b := e.C.Node(3).Addr.String() + ":8080"
+			e.Say("\n== 8. The stats page of node1 (--stats-listen %s:%d; also at /haproxy?stats and as CSV at /haproxy?stats;csv), in headless Chromium", e.C.Node(1).Addr, scenario.StatsPort)
+			shot := os.Getenv("L4LB_STATS_SCREENSHOT")
+			if shot == "" {
+				shot = filepath.Join(os.TempDir(), "l4lb-stats.png")
+			}
+			r := scenario.StatsPage(e, 1, map[string]string{"app2-a": a, "app2-b": b}, 24, "app2-b", 3, shot)
+			st = &r
+			e.Say("\n== 9. Zero-downtime replacement: app2-a on node2 replaced by app2-c on node1, under a request loop from node3")
+			x := scenario.Deploy(e, 3, 2, "app2-a", a, 1, "app2-c")
+			dr = &x
+		} else {
+			e.Say("\n(the stats page's browser check and the zero-downtime replacement run on the IPVS plane: make demo)")
+		}
 		fmt.Printf("\n== Summary (%s)\n", time.Since(start).Round(time.Second))
 		fmt.Printf("app2's named VIP %s answered from all three nodes, over both instances;\n", res.VIP)
 		fmt.Printf("a client outside the cluster reached app2 through the public node at http://%s:10000 (%s); %d of %d (client address, path) pairs kept one instance through the sticky VIP and its public port;\n",
@@ -80,6 +101,14 @@ func run(p scenario.Plane) int {
 		fmt.Printf("l4lb register -> kernel of the other nodes: p50 %s, p99 %s; through the API: p50 %s, p99 %s\n(%s).\n",
 			ms(scenario.Percentile(res.RegisterToKernel, 50)), ms(scenario.Percentile(res.RegisterToKernel, 99)),
 			ms(scenario.Percentile(res.APIToKernel, 50)), ms(scenario.Percentile(res.APIToKernel, 99)), where)
+		if st != nil {
+			fmt.Printf("the stats page (Chromium) showed app2 %s, its connections up by the %d requests sent (%s -> %s), a drained instance with its open connection; screenshot %s;\n",
+				st.Before.Summary, st.Sent, st.Before.TotalConns, st.After.TotalConns, st.Shot)
+		}
+		if dr != nil {
+			fmt.Printf("a zero-downtime replacement (register --wait %s, deregister --wait %s) lost %d of %d requests.\n",
+				ms(dr.Registered), ms(dr.Drained), len(dr.Failed), dr.Requests())
+		}
 	}()
 	if code != 0 || d.failed {
 		fmt.Println("\nDEMO FAILED: see the messages above")

@@ -78,7 +78,7 @@ func StatsPage(e *Env, i int, up map[string]string, sent int, drain string, drai
 	t.Helper()
 	var res StatsResult
 	svc := e.appService(i)
-	ctx, cancel := context.WithTimeout(e.Browser(i), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(e.Browser(i), 6*time.Minute) // Chromium's start in the guest took 92 s under load
 	defer cancel()
 	page := e.StatsURL(i) + "/haproxy?stats"
 	start := time.Now()
