@@ -4,7 +4,10 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/l4lb/l4lb/ipvs"
+	"github.com/l4lb/l4lb/pkg/api"
 	"github.com/l4lb/l4lb/vip"
 )
 
@@ -27,5 +30,40 @@ func TestMergeConnsSumsPublicPorts(t *testing.T) {
 	}
 	if *conns[v][b].Traffic != (ipvs.Traffic{Conns: 5, InBytes: 100, CPS: 1}) {
 		t.Fatal("merging changed the plane's counts")
+	}
+}
+
+// /metrics has, per VIP, what /v1/vips shows.
+func TestVIPCollector(t *testing.T) {
+	c := newVIPCollector(func() api.VIPs {
+		return api.VIPs{VIPs: []api.VIP{{Label: "/app:80", ProgrammedOn: []string{"a", "b"}, LiveNodes: 3,
+			Traffic:  &api.Traffic{Conns: 12, InBytes: 100, OutBytes: 200, InPkts: 3, OutPkts: 4, CPS: 2},
+			Backends: []api.Backend{{ActiveConns: 1, InactConns: 2}, {ActiveConns: 3}}}}}
+	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "direction" {
+					name += "/" + l.GetValue()
+				}
+			}
+			got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{"l4lb_vip_programmed_nodes": 2, "l4lb_vip_live_nodes": 3, "l4lb_vip_active_connections": 4,
+		"l4lb_vip_inactive_connections": 2, "l4lb_vip_connections_total": 12, "l4lb_vip_bytes_total/in": 100,
+		"l4lb_vip_bytes_total/out": 200, "l4lb_vip_packets_total/in": 3, "l4lb_vip_packets_total/out": 4, "l4lb_vip_connections_per_second": 2}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
 	}
 }
