@@ -98,8 +98,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			for _, b := range v.Backends {
 				health[string(b.Health)]++
 			}
+			health["unhealthy"] += len(v.Down)
 		}
-		for _, h := range []string{"healthy", "draining"} {
+		for _, h := range []string{"healthy", "draining", "unhealthy"} {
 			gauge("backends", float64(health[h]), h)
 		}
 		gauge("table_errors", float64(len(t.Errors)))
