@@ -92,6 +92,7 @@ func TestRestartOfAllAgentsCutsNothing(t *testing.T) {
 func restart(t *testing.T, c *cluster, nodes ...int) {
 	t.Helper()
 	loop := c.startLoop([]int{1, 2, 3}, loopEvery, 3*time.Minute)
+	watch := c.watchKernels(50 * time.Millisecond)
 	time.Sleep(time.Second)
 	start := time.Now()
 	c.stopAgents(syscall.SIGTERM, nodes...)
@@ -108,9 +109,13 @@ func restart(t *testing.T, c *cluster, nodes ...int) {
 	}
 	time.Sleep(3 * time.Second)
 	conv, err := c.converge([]int{1, 2, 3}, c.want(1, 2, 3), 30*time.Second)
+	withdrawn, polls := watch()
 	ok, fail, failures := loop.halt()
-	t.Logf("restart of node(s) %v: stopped in %v, ready again %v after the stop began; converged %v after that (+3 s); requests %d ok, %d failed",
-		nodes, stopped.Round(time.Millisecond), ready.Round(time.Millisecond), conv.Round(time.Millisecond), ok, fail)
+	t.Logf("restart of node(s) %v: stopped in %v, ready again %v after the stop began; converged %v after that (+3 s); requests %d ok, %d failed; %d kernel polls of every node, backends withdrawn: %d",
+		nodes, stopped.Round(time.Millisecond), ready.Round(time.Millisecond), conv.Round(time.Millisecond), ok, fail, polls, len(withdrawn))
+	if len(withdrawn) > 0 {
+		t.Errorf("a restart withdrew backends from kernels (a restarted agent programmed its kernel before it merged the cluster state, or a peer did not keep a restarting node's backends):\n%s", strings.Join(withdrawn, "\n"))
+	}
 	if err != nil {
 		t.Error(err)
 	}

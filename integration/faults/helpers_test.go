@@ -331,3 +331,43 @@ func (c *cluster) table(i int) (map[string]map[string]int, error) {
 func (c *cluster) client(i int) *api.Client {
 	return &api.Client{Addr: scenario.APIAddr, HTTP: c.e.C.Node(i).HTTPClient(5 * time.Second)}
 }
+
+// watchKernels polls every node's kernel (over netlink) every period and
+// notes each backend of appVIP found not serving (absent or at weight 0)
+// while all three are registered. The returned func stops the watch and
+// returns what it saw and how many rounds it made.
+func (c *cluster) watchKernels(period time.Duration) func() ([]string, int) {
+	for i := 1; i <= 3; i++ {
+		c.e.InKernel(i, c.vip, c.apps[i]) // opens node i's handle here, not in the watcher
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var seen []string
+	rounds := 0
+	go func() {
+		defer close(done)
+		noted := map[string]bool{}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(period):
+			}
+			rounds++
+			for i := 1; i <= 3; i++ {
+				for j := 1; j <= 3; j++ {
+					k := fmt.Sprintf("node%d's kernel: %s", i, c.apps[j])
+					if !noted[k] && !c.e.InKernel(i, c.vip, c.apps[j]) {
+						noted[k] = true
+						seen = append(seen, fmt.Sprintf("%s not serving at %s", k, time.Now().Format("15:04:05.000")))
+					}
+				}
+			}
+		}
+	}()
+	return func() ([]string, int) {
+		close(stop)
+		<-done
+		return seen, rounds
+	}
+}

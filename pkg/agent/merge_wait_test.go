@@ -2,6 +2,8 @@ package agent
 
 import (
 	"io"
+	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,7 +25,7 @@ func TestJoinGraceCountsFromGossipStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var started atomic.Int64
-	merged := stateMerged(c, true, &started, 50*time.Millisecond)
+	merged := stateMerged(c, []string{"127.0.0.1:1"}, &started, 50*time.Millisecond)
 	time.Sleep(100 * time.Millisecond) // longer than the grace, gossip not started
 	if ok, why := merged(); ok || why == "" {
 		t.Fatalf("merged before gossip started: %v %q", ok, why)
@@ -36,7 +38,22 @@ func TestJoinGraceCountsFromGossipStart(t *testing.T) {
 	if ok, why := merged(); !ok {
 		t.Fatalf("not merged after the grace from gossip's start: %q", why)
 	}
-	if ok, _ := stateMerged(c, false, new(atomic.Int64), time.Hour)(); !ok {
+	if ok, _ := stateMerged(c, nil, new(atomic.Int64), time.Hour)(); !ok {
 		t.Error("an agent without seeds waits for a merge")
+	}
+}
+
+// TestSeedsMissing: a seed is reached when a live (or suspect) member has
+// its address; dead ones and other addresses do not count.
+func TestSeedsMissing(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	members := []gossip.Member{
+		{Name: "a", Addr: ap("10.0.0.1:7946"), State: gossip.MemberAlive},
+		{Name: "b", Addr: ap("10.0.0.2:7946"), State: gossip.MemberSuspect},
+		{Name: "c", Addr: ap("10.0.0.3:7946"), State: gossip.MemberDead},
+	}
+	got := seedsMissing(members, []netip.AddrPort{ap("10.0.0.1:7946"), ap("10.0.0.2:7946"), ap("10.0.0.3:7946"), ap("10.0.0.1:7947")})
+	if want := []string{"10.0.0.3:7946", "10.0.0.1:7947"}; !slices.Equal(got, want) {
+		t.Errorf("seedsMissing = %v, want %v", got, want)
 	}
 }

@@ -213,7 +213,7 @@ func Run(ctx context.Context, o Options) error {
 	var plane DataPlane
 	var gossipStart atomic.Int64 // unix ns; the join grace counts from then, not from the slower setup before
 	coreCfg := CoreConfig{Node: o.NodeName, VIP: vipCfg, DNS: resolver, Claims: claims, Log: log,
-		StateMerged: stateMerged(cluster, len(o.Join) > 0, &gossipStart, joinGrace)}
+		StateMerged: stateMerged(cluster, seeds(o.Join, o.GossipPort), &gossipStart, joinGrace)}
 	if o.DataPlane != "none" {
 		plane, o.DataPlane, err = openPlane(o, vipCfg, log, func(t *vip.Table) { core.Programmed(t) })
 		if err != nil {
@@ -623,29 +623,61 @@ const joinGrace = 10 * time.Second
 
 // stateMerged says the cluster state is merged once a peer's whole state
 // was merged and the records it announced are held (gossip's Merged: a
-// join, or a peer's join, exchanges it), at once without seeds, and after
-// grace when no seed answers. Until then the kernel is not touched: a
-// restarted node's State() lacks other nodes' backends, which its kernel
-// still serves. A peer being a member is not enough: memberlist reports
-// the join before it merges the state that came with it.
+// join, or a peer's join, exchanges it) and every seed given as an address
+// is a live member, at once without seeds, and after grace otherwise.
+// Until then the kernel is not touched: a restarted node's State() lacks
+// other nodes' backends, which its kernel still serves. A peer being a
+// member is not enough (memberlist reports the join before it merges the
+// state that came with it), nor is one seed when all the nodes restart at
+// once: the first two to meet would withdraw the backends of the third
+// until it is back (seen in the fault suite). Seeds given by host name are
+// not waited for, beyond the merge.
 //
 // The grace counts from when gossip started (*started, unix ns; 0 before):
 // the setup before it (data plane, sysctls, iptables) can take longer than
 // the grace on a loaded host, and a grace spent before any seed could be
 // tried would program a restarted node's kernel from its own state alone,
-// withdrawing every other node's backends from it.
-func stateMerged(c *gossip.Cluster, seeds bool, started *atomic.Int64, grace time.Duration) func() (bool, string) {
+// withdrawing every other node's backends from it. A seed that is gone for
+// good costs every restart the grace, while the kernel keeps serving.
+func stateMerged(c *gossip.Cluster, seeds []string, started *atomic.Int64, grace time.Duration) func() (bool, string) {
+	var want []netip.AddrPort
+	for _, s := range seeds {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			want = append(want, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		}
+	}
 	return func() (bool, string) {
 		at := started.Load()
 		switch {
-		case !seeds, c.Merged():
+		case len(seeds) == 0:
 			return true, ""
 		case at != 0 && time.Since(time.Unix(0, at)) > grace:
 			return true, ""
-		default:
+		case !c.Merged():
 			return false, "waiting for a seed to answer to merge the cluster state"
 		}
+		if missing := seedsMissing(c.Members(), want); len(missing) > 0 {
+			return false, "waiting for the seeds " + strings.Join(missing, ", ") + " to be in the cluster (or for the join grace)"
+		}
+		return true, ""
 	}
+}
+
+// seedsMissing returns the seeds that are no live member's address.
+func seedsMissing(members []gossip.Member, seeds []netip.AddrPort) []string {
+	live := make(map[netip.AddrPort]bool, len(members))
+	for _, m := range members {
+		if m.State == gossip.MemberAlive || m.State == gossip.MemberSuspect {
+			live[m.Addr] = true
+		}
+	}
+	var out []string
+	for _, s := range seeds {
+		if !live[s] {
+			out = append(out, s.String())
+		}
+	}
+	return out
 }
 
 // seedReached says whether this node has ever been in a cluster with
