@@ -1,12 +1,8 @@
 package agent
 
 import (
-	"sort"
-
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/l4lb/l4lb/dns"
-	"github.com/l4lb/l4lb/gossip"
 	"github.com/l4lb/l4lb/pkg/source"
 	"github.com/l4lb/l4lb/pkg/source/docker"
 )
@@ -24,17 +20,15 @@ func newProgrammingHistogram() *prometheus.HistogramVec {
 // statsSources are the components whose counters the metrics read at
 // scrape time; nil ones are left out.
 type statsSources struct {
-	core    *Core
-	cluster func() gossip.Stats
-	members func() []gossip.Member
-	dns     func() dns.Stats
-	dir     func() source.DirStats
-	docker  func() docker.Stats
+	core   *Core
+	dir    func() source.DirStats
+	docker func() docker.Stats
 }
 
 // collector turns the components' Stats into Prometheus metrics when
-// scraped, so that no component keeps a second count. The data plane
-// exports its own (ipvs.Reconciler.Collector).
+// scraped, so that no component keeps a second count. The data plane,
+// gossip and DNS export their own (ipvs.Reconciler.Collector,
+// gossip.Cluster.Collector, dns.Server.Collector).
 type collector struct {
 	src   statsSources
 	descs map[string]*prometheus.Desc
@@ -48,20 +42,6 @@ func newCollector(src statsSources) *collector {
 		"vips":                   d("vips", "VIPs in the desired table.", "state"),
 		"backends":               d("backends", "Backends in the desired table, by health.", "health"),
 		"table_errors":           d("table_errors", "Named VIPs the table could not hold (range full, invalid)."),
-		"members":                d("gossip_members", "Cluster members by state.", "state"),
-		"gossip_messages":        d("gossip_messages_total", "l4lb's own gossip messages.", "direction"),
-		"gossip_bytes":           d("gossip_bytes_total", "Bytes of l4lb's own gossip messages, before encryption.", "direction"),
-		"gossip_wire_bytes":      d("gossip_wire_bytes_total", "Bytes on the gossip transport, memberlist's included.", "direction"),
-		"gossip_queue":           d("gossip_broadcast_queue", "Gossip messages waiting to be sent."),
-		"gossip_conflicts":       d("gossip_merge_conflicts_total", "Records with a held version but other content."),
-		"gossip_stale":           d("gossip_stale_records_total", "Records dropped because a newer one was held."),
-		"gossip_dropped":         d("gossip_dropped_messages_total", "Malformed or oversized gossip messages dropped."),
-		"dns_replies":            d("dns_replies_total", "DNS replies by response code.", "rcode"),
-		"dns_forwarded":          d("dns_forwarded_total", "DNS queries answered by an upstream."),
-		"dns_forward_failed":     d("dns_forward_failures_total", "DNS queries every upstream failed."),
-		"dns_dropped":            d("dns_dropped_total", "DNS queries dropped unanswered, malformed or over the in-flight cap.", "reason"),
-		"dns_names":              d("dns_zone_names", "VIP names the DNS zone answers."),
-		"dns_zone_updates":       d("dns_zone_updates_total", "DNS zone updates, by how they were made: diff (only the changed VIPs' names) or full (the whole zone rebuilt).", "kind"),
 		"local_backends":         d("local_backends", "Backends this node publishes."),
 		"publish_refused":        d("publish_refused", "1 while gossip refuses this node's backends (over the record limit): /readyz says why."),
 		"prog_latency":           d("network_programming_latency_seconds", "Time from a change of the cluster state reaching this node to the change being in this node's kernel (last sync)."),
@@ -111,53 +91,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			refused = 1
 		}
 		gauge("publish_refused", refused)
-	}
-	if c.src.members != nil {
-		states := map[string]int{"alive": 0, "suspect": 0, "dead": 0, "left": 0}
-		for _, m := range c.src.members() {
-			states[string(m.State)]++
-		}
-		keys := make([]string, 0, len(states))
-		for k := range states {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			gauge("members", float64(states[k]), k)
-		}
-	}
-	if c.src.cluster != nil {
-		s := c.src.cluster()
-		counter("gossip_messages", float64(s.MessagesSent), "sent")
-		counter("gossip_messages", float64(s.MessagesReceived), "received")
-		counter("gossip_bytes", float64(s.BytesSent), "sent")
-		counter("gossip_bytes", float64(s.BytesReceived), "received")
-		counter("gossip_wire_bytes", float64(s.WireBytesSent), "sent")
-		counter("gossip_wire_bytes", float64(s.WireBytesReceived), "received")
-		gauge("gossip_queue", float64(s.BroadcastQueue))
-		counter("gossip_conflicts", float64(s.MergeConflicts))
-		counter("gossip_stale", float64(s.StaleRecords))
-		counter("gossip_dropped", float64(s.DroppedMessages))
-	}
-	if c.src.dns != nil {
-		s := c.src.dns()
-		codes := make([]string, 0, len(s.Replies))
-		for k := range s.Replies {
-			codes = append(codes, k)
-		}
-		sort.Strings(codes)
-		for _, k := range codes {
-			counter("dns_replies", float64(s.Replies[k]), k)
-		}
-		counter("dns_forwarded", float64(s.Forwarded))
-		counter("dns_forward_failed", float64(s.ForwardFailures))
-		counter("dns_dropped", float64(s.FormErr), "formerr")
-		counter("dns_dropped", float64(s.Dropped), "malformed")
-		counter("dns_dropped", float64(s.InFlightCapHits), "in_flight_cap")
-		counter("dns_dropped", float64(s.Loops), "loop")
-		gauge("dns_names", float64(s.ZoneNames))
-		counter("dns_zone_updates", float64(s.ZoneUpdates), "diff")
-		counter("dns_zone_updates", float64(s.ZoneRebuilds), "full")
 	}
 	if c.src.dir != nil {
 		s := c.src.dir()

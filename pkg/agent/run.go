@@ -247,7 +247,7 @@ func Run(ctx context.Context, o Options) error {
 	a.update(SourceAPI, store.List(), nil)
 	store.OnChange(a.storeChanged)
 
-	src := statsSources{core: core, cluster: cluster.Stats, members: cluster.Members, dns: resolver.Stats}
+	src := statsSources{core: core}
 	if plane != nil {
 		reg.MustRegister(plane.Collector())
 	}
@@ -331,7 +331,7 @@ func Run(ctx context.Context, o Options) error {
 			})
 		})
 	}
-	reg.MustRegister(newCollector(src), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(newCollector(src), cluster.Collector(), resolver.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if plane != nil {
 		goRun("data plane", func() error { return plane.Run(ctx) })
 	}
