@@ -164,7 +164,7 @@ func samePublished(t *testing.T, st vip.ClusterState, want map[string]vip.Regist
 // A node at its limit refuses a new backend with a FullError and stores
 // nothing; one already held may still be replaced.
 func TestRegistrationPastTheLimitIsRefused(t *testing.T) {
-	a, cl := newAPIAgent(t)
+	a, cl := newLocalNode(t)
 	a.core.cfg.Room = func(add []vip.Registration) error {
 		if n := a.core.LocalCount() + len(add); n > 2 {
 			return fmt.Errorf("%w: %d registrations, over 2", gossip.ErrRecordFull, n)
@@ -193,7 +193,7 @@ func TestRegistrationPastTheLimitIsRefused(t *testing.T) {
 // When gossip refuses the node's change, the agent says so: not ready, with
 // the reason, until a publication goes through.
 func TestRefusedPublicationMakesTheNodeNotReady(t *testing.T) {
-	a, cl := newAPIAgent(t)
+	a, cl := newLocalNode(t)
 	cl.net.mu.Lock()
 	cl.refuse = errors.New("record over its limit")
 	cl.net.mu.Unlock()

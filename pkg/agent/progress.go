@@ -90,7 +90,7 @@ func (r *appliedReporter) run(ctx context.Context) {
 // later one; for a deregistration, the established connections the nodes
 // that hold it draining still count (matched by backend, VIP port and
 // protocol).
-func (a *apiAgent) Progress(e source.Entry, want string) (api.Progress, error) {
+func (a *localNode) Progress(e source.Entry, want string) (api.Progress, error) {
 	l, err := e.Parse()
 	if err != nil {
 		return api.Progress{}, &api.InvalidError{Err: err}

@@ -16,7 +16,7 @@ import (
 // network, a Core whose tables count as programmed when built, and the
 // reporter of what was applied.
 type progressNode struct {
-	a      *apiAgent
+	a      *localNode
 	cancel context.CancelFunc
 }
 
@@ -36,7 +36,7 @@ func startProgressNode(t *testing.T, net *memnet.Network, name string, seeds ...
 	go func() { _ = core.Run(ctx) }()
 	go rep.run(ctx)
 	t.Cleanup(func() { cancel(); _ = cluster.Shutdown() })
-	return &progressNode{a: &apiAgent{core: core, cluster: cluster}, cancel: cancel}, tr.Addr()
+	return &progressNode{a: &localNode{core: core, cluster: cluster}, cancel: cancel}, tr.Addr()
 }
 
 func waitProgress(t *testing.T, n *progressNode, e source.Entry, want string, cond func(api.Progress) bool) api.Progress {

@@ -242,7 +242,7 @@ func Run(ctx context.Context, o Options) error {
 		core.HealthChanged(map[string]bool{key: healthy})
 	}})
 	defer checker.Close()
-	a := &apiAgent{core: core, store: store, cluster: cluster, plane: plane, checker: checker, log: log,
+	a := &localNode{core: core, store: store, cluster: cluster, plane: plane, checker: checker, log: log,
 		seeded: seedReached(cluster, seeds(o.Join, o.GossipPort)), leave: make(chan struct{}, 1), public: o.PublicAddrs, dnsServing: new(atomic.Bool)}
 	a.update(SourceAPI, store.List(), nil)
 	store.OnChange(a.storeChanged)

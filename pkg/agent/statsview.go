@@ -19,7 +19,7 @@ import (
 // report (gossip.Applied) holds, for every node publishing a backend of
 // the VIP, that node's record at the version this node holds or later.
 // O(VIPs × backends + nodes²).
-func (a *apiAgent) enrich(v *api.VIPs, conns map[vip.ServiceKey]map[netip.AddrPort]ipvs.Conns) {
+func (a *localNode) enrich(v *api.VIPs, conns map[vip.ServiceKey]map[netip.AddrPort]ipvs.Conns) {
 	live, upToDate := a.appliedView()
 	for i := range v.VIPs {
 		x := &v.VIPs[i]
@@ -103,7 +103,7 @@ func (a *apiAgent) enrich(v *api.VIPs, conns map[vip.ServiceKey]map[netip.AddrPo
 // appliedView returns the live nodes, sorted, and for those that
 // reported, whether their kernel holds an origin's record at the version
 // this node holds or later.
-func (a *apiAgent) appliedView() ([]string, map[string]func(string) bool) {
+func (a *localNode) appliedView() ([]string, map[string]func(string) bool) {
 	self := a.core.cfg.Node
 	live := []string{self}
 	for _, m := range a.cluster.Members() {

@@ -21,8 +21,12 @@ import (
 	"github.com/l4lb/l4lb/vip"
 )
 
-// apiAgent is the agent as the API sees it.
-type apiAgent struct {
+// localNode is this node's side of the agent: it merges the local sources
+// (the API's registration store, the services directory, Docker) into the
+// core, keeps the health checker's targets in step with them, reloads the
+// gossip keys and the services directory, says whether the node is ready,
+// and gives the API and the stats page their views (it is the api.Agent).
+type localNode struct {
 	core    *Core
 	store   *source.Store
 	cluster *gossip.Cluster
@@ -45,12 +49,12 @@ type apiAgent struct {
 	dnsServing *atomic.Bool
 }
 
-var _ api.Agent = (*apiAgent)(nil)
+var _ api.Agent = (*localNode)(nil)
 
 // checkBackends gives the checker the health checks of these backends of
 // this node (a backend without a check has its check, if any, removed) and
 // drops the checks of the removed keys. O(change).
-func (a *apiAgent) checkBackends(set []source.Local, removed []string) {
+func (a *localNode) checkBackends(set []source.Local, removed []string) {
 	var add []health.Target
 	for _, l := range set {
 		if t, ok := l.HealthTarget(); ok {
@@ -69,7 +73,7 @@ func (a *apiAgent) checkBackends(set []source.Local, removed []string) {
 // store makes it durable: in log order, so that concurrent changes of one
 // key reach the core in the order they took effect, without a lock held
 // across the fsync (concurrent registrations share one).
-func (a *apiAgent) storeChanged(key string, l *source.Local) {
+func (a *localNode) storeChanged(key string, l *source.Local) {
 	if l == nil {
 		a.update(SourceAPI, nil, []string{key})
 		return
@@ -78,7 +82,7 @@ func (a *apiAgent) storeChanged(key string, l *source.Local) {
 }
 
 // update hands the core and the checker one source's change.
-func (a *apiAgent) update(src Source, set []source.Local, removed []string) {
+func (a *localNode) update(src Source, set []source.Local, removed []string) {
 	a.core.Update(src, set, removed)
 	a.recheck(keysOf(set, removed))
 }
@@ -86,7 +90,7 @@ func (a *apiAgent) update(src Source, set []source.Local, removed []string) {
 // updateDocker applies a change of the Docker source: its backends and
 // Docker's health verdicts (a container with a HEALTHCHECK is healthy only
 // while Docker says so).
-func (a *apiAgent) updateDocker(set []source.Local, removed []string) {
+func (a *localNode) updateDocker(set []source.Local, removed []string) {
 	fixed := map[string]vip.Health{}
 	var unfixed []string
 	for _, l := range set {
@@ -102,7 +106,7 @@ func (a *apiAgent) updateDocker(set []source.Local, removed []string) {
 }
 
 // replace makes set the whole of what src registers.
-func (a *apiAgent) replace(src Source, set []source.Local) {
+func (a *localNode) replace(src Source, set []source.Local) {
 	removed := a.core.Replace(src, set)
 	a.recheck(keysOf(set, removed))
 }
@@ -110,7 +114,7 @@ func (a *apiAgent) replace(src Source, set []source.Local) {
 // recheck sets the health checks of keys to those of the backends the merge
 // rule publishes for them (a source that another shadows does not bring its
 // check).
-func (a *apiAgent) recheck(keys []string) {
+func (a *localNode) recheck(keys []string) {
 	var set []source.Local
 	var removed []string
 	for _, k := range keys {
@@ -131,7 +135,7 @@ func keysOf(set []source.Local, removed []string) []string {
 	return append(keys, removed...)
 }
 
-func (a *apiAgent) Register(e source.Entry) (bool, string, error) {
+func (a *localNode) Register(e source.Entry) (bool, string, error) {
 	l, err := e.Parse()
 	if err != nil {
 		return false, "", &api.InvalidError{Err: err}
@@ -162,7 +166,7 @@ func (a *apiAgent) Register(e source.Entry) (bool, string, error) {
 	return created, l.Key(), nil
 }
 
-func (a *apiAgent) Deregister(e source.Entry) (bool, string, error) {
+func (a *localNode) Deregister(e source.Entry) (bool, string, error) {
 	l, err := e.Parse()
 	if err != nil {
 		return false, "", &api.InvalidError{Err: err}
@@ -185,7 +189,7 @@ func (a *apiAgent) Deregister(e source.Entry) (bool, string, error) {
 
 // ownedBy says which source other than the API publishes key, so that an
 // operator is told where to change it.
-func (a *apiAgent) ownedBy(src Source, key string) error {
+func (a *localNode) ownedBy(src Source, key string) error {
 	switch src {
 	case SourceDocker:
 		if a.docker != nil {
@@ -206,7 +210,7 @@ func (a *apiAgent) ownedBy(src Source, key string) error {
 }
 
 // Leave asks Run to leave the cluster and stop. Asking again is harmless.
-func (a *apiAgent) Leave() error {
+func (a *localNode) Leave() error {
 	if a.leave == nil {
 		return errors.New("this agent cannot leave through its API")
 	}
@@ -218,7 +222,7 @@ func (a *apiAgent) Leave() error {
 	return nil
 }
 
-func (a *apiAgent) Ready() (bool, string) {
+func (a *localNode) Ready() (bool, string) {
 	if ok, why := a.core.Synced(); !ok {
 		return false, why
 	}
@@ -239,7 +243,7 @@ func (a *apiAgent) Ready() (bool, string) {
 	return true, ""
 }
 
-func (a *apiAgent) Members() api.Members {
+func (a *localNode) Members() api.Members {
 	ms := a.cluster.Members()
 	out := api.Members{Members: make([]api.Member, 0, len(ms))}
 	for _, m := range ms {
@@ -249,7 +253,7 @@ func (a *apiAgent) Members() api.Members {
 	return out
 }
 
-func (a *apiAgent) VIPs() api.VIPs {
+func (a *localNode) VIPs() api.VIPs {
 	var conns map[vip.ServiceKey]map[netipAddrPort]ipvs.Conns
 	if a.plane != nil {
 		conns = a.plane.Connections()
@@ -278,7 +282,7 @@ func (a *apiAgent) VIPs() api.VIPs {
 
 // reload rereads the gossip key file and installs, switches to and removes
 // keys so that the cluster keeps talking during a rotation.
-func (a *apiAgent) reload(path string, dir *source.Dir) {
+func (a *localNode) reload(path string, dir *source.Dir) {
 	if dir != nil {
 		if set, changed := dir.Scan(); changed {
 			a.replace(SourceDir, set)

@@ -14,7 +14,7 @@ import (
 	"github.com/l4lb/l4lb/pkg/source"
 )
 
-func newAPIAgent(t *testing.T) (*apiAgent, *fakeCluster) {
+func newLocalNode(t *testing.T) (*localNode, *fakeCluster) {
 	t.Helper()
 	var net fakeNet
 	cl := net.join("node1")
@@ -27,7 +27,7 @@ func newAPIAgent(t *testing.T) (*apiAgent, *fakeCluster) {
 		core.HealthChanged(map[string]bool{key: healthy})
 	}})
 	t.Cleanup(checker.Close)
-	a := &apiAgent{core: core, store: store, checker: checker, log: quietLog()}
+	a := &localNode{core: core, store: store, checker: checker, log: quietLog()}
 	store.OnChange(a.storeChanged)
 	return a, cl
 }
@@ -45,7 +45,7 @@ func published(cl *fakeCluster) map[string]bool {
 // Registrations made at the same time all reach gossip: none is lost to a
 // stale list of the store overtaking a newer one.
 func TestConcurrentRegistrationsAreAllPublished(t *testing.T) {
-	a, cl := newAPIAgent(t)
+	a, cl := newLocalNode(t)
 	const n = 24
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
@@ -69,7 +69,7 @@ func TestConcurrentRegistrationsAreAllPublished(t *testing.T) {
 }
 
 func TestBadRegistrationIsInvalidAndChangesNothing(t *testing.T) {
-	a, cl := newAPIAgent(t)
+	a, cl := newLocalNode(t)
 	if _, _, err := a.Register(source.Entry{VIP: "/keep:80", Backend: "10.0.0.1:80"}); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestBadRegistrationIsInvalidAndChangesNothing(t *testing.T) {
 // A backend with a health check is published as healthy only after a check
 // passes; here nothing listens, so it stays out.
 func TestCheckedBackendWaitsForItsCheck(t *testing.T) {
-	a, cl := newAPIAgent(t)
+	a, cl := newLocalNode(t)
 	if _, _, err := a.Register(source.Entry{VIP: "/app:80", Backend: "127.0.0.1:1", Check: "tcp"}); err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestCheckedBackendWaitsForItsCheck(t *testing.T) {
 // named VIP is refused at once (the table would leave it out), and nothing
 // is stored; on another port of that address it is served.
 func TestIPVIPOnANamedVIPsAddressIsRefused(t *testing.T) {
-	a, _ := newAPIAgent(t)
+	a, _ := newLocalNode(t)
 	if _, _, err := a.Register(source.Entry{VIP: "/app:80", Backend: "10.0.0.1:80"}); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestIPVIPOnANamedVIPsAddressIsRefused(t *testing.T) {
 // Deregistering a backend that the services directory publishes names the
 // file to edit, and withdraws nothing.
 func TestDeregisterOfADirectoryBackendNamesItsFile(t *testing.T) {
-	a, cl := newAPIAgent(t)
+	a, cl := newLocalNode(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "app.json")
 	if err := os.WriteFile(file, []byte(`{"vip": "/app:80", "backend": "10.0.0.7:80"}`), 0o644); err != nil {
@@ -161,7 +161,7 @@ func TestDeregisterOfADirectoryBackendNamesItsFile(t *testing.T) {
 // node publishes ends as what the store holds.
 func TestConcurrentChangesOfOneKeyEndAsTheStore(t *testing.T) {
 	for round := 0; round < 5; round++ {
-		a, cl := newAPIAgent(t)
+		a, cl := newLocalNode(t)
 		e := source.Entry{VIP: "/app:80", Backend: "10.0.0.1:80"}
 		var wg sync.WaitGroup
 		for i := 0; i < 40; i++ {
