@@ -156,77 +156,127 @@ func seeds(join []string, port int) []string {
 
 // Run runs the agent until ctx is done, then leaves the cluster gracefully.
 func Run(ctx context.Context, o Options) error {
-	if err := o.check(); err != nil {
-		return err
-	}
-	log := o.Log.WithField("node", o.NodeName)
-	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
-		return fmt.Errorf("state directory: %w", err)
-	}
-	unlock, err := lockStateDir(o.StateDir)
+	p, err := build(o)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer p.close()
+	s, err := p.start(ctx)
+	if err != nil {
+		return err
+	}
+	runErr := p.serve(s)
+	p.stop(s)
+	return runErr
+}
+
+// parts are the agent's components as build assembles them, before any of
+// them runs.
+type parts struct {
+	o        Options // checked, with the data plane that opened
+	log      *logrus.Entry
+	resolver *dns.Server
+	cluster  *gossip.Cluster
+	plane    DataPlane // nil with --dataplane none
+	core     *Core
+	node     *localNode
+	reg      *prometheus.Registry
+	applied  *appliedReporter
+	// gossipStart is when gossip started (unix ns; 0 before): the join
+	// grace counts from then, not from the slower setup before.
+	gossipStart atomic.Int64
+	// closers undo build, in the order it built; close runs them backwards.
+	closers []func()
+}
+
+// close closes what build opened, last opened first.
+func (p *parts) close() {
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		p.closers[i]()
+	}
+}
+
+// build checks o and assembles the agent: the state directory and its
+// store and claims, DNS, gossip, the data plane, the core, the health
+// checker and the local node, with their metrics. Nothing runs yet; on
+// error, what was opened is closed.
+func build(o Options) (_ *parts, err error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	log := o.Log.WithField("node", o.NodeName)
+	p := &parts{log: log}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	unlock, err := lockStateDir(o.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	p.closers = append(p.closers, unlock)
 	var keys [][]byte
 	if o.GossipKeyFile != "" {
 		if keys, err = ReadKeyFile(o.GossipKeyFile); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	store, err := source.OpenStore(o.StateDir, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer func() {
+	p.closers = append(p.closers, func() {
 		if err := store.Close(); err != nil {
 			log.WithError(err).Warn("closing the registration store")
 		}
-	}()
+	})
 	if rec := store.Recovered(); rec != "" {
 		log.WithField("file", rec).Warn("registrations that could not be read were set aside; the rest are served")
 	}
 	claims := NewClaimBook(filepath.Join(o.StateDir, "claims.json"))
 	if err := claims.Load(); err != nil {
-		return err
+		return nil, err
 	}
-	defer func() {
+	p.closers = append(p.closers, func() {
 		if err := claims.Close(); err != nil {
 			log.WithError(err).Warn("closing the VIP address claims")
 		}
-	}()
+	})
 	vipCfg := vip.Config{Domain: o.Domain, V4: o.VIPCIDR, V6: o.VIP6CIDR}
 
 	resolver, err := dns.NewServer(dns.Config{Domain: o.Domain, TTL: o.DNSTTL, Listen: o.DNSListen, Upstreams: o.DNSUpstreams, Forward: o.DNSForward, Logger: log})
 	if err != nil {
-		return fmt.Errorf("dns: %w", err)
+		return nil, fmt.Errorf("dns: %w", err)
 	}
 	cluster, err := gossip.New(gossip.Config{
 		NodeName: o.NodeName, BindAddr: o.Bind, BindPort: o.GossipPort, AdvertiseAddr: o.Advertise,
 		Join: seeds(o.Join, o.GossipPort), Keys: keys, Label: o.GossipLabel, Logger: log,
 	})
 	if err != nil {
-		return fmt.Errorf("gossip: %w", err)
+		return nil, fmt.Errorf("gossip: %w", err)
 	}
 
 	var core *Core
 	var plane DataPlane
-	var gossipStart atomic.Int64 // unix ns; the join grace counts from then, not from the slower setup before
 	coreCfg := CoreConfig{Node: o.NodeName, VIP: vipCfg, DNS: resolver, Claims: claims, Log: log,
-		StateMerged: stateMerged(cluster, seeds(o.Join, o.GossipPort), &gossipStart, joinGrace)}
+		StateMerged: stateMerged(cluster, seeds(o.Join, o.GossipPort), &p.gossipStart, joinGrace)}
 	if o.DataPlane != "none" {
 		plane, o.DataPlane, err = openPlane(o, vipCfg, log, func(t *vip.Table) { core.Programmed(t) })
 		if err != nil {
-			return fmt.Errorf("data plane: %w", err)
+			return nil, fmt.Errorf("data plane: %w", err)
 		}
 		// On every way out, after the goroutines have stopped: the
 		// kernel keeps serving (services, addresses, rules), so that a
 		// restart cuts nothing. `l4lb agent --cleanup` removes them.
-		defer func() {
+		p.closers = append(p.closers, func() {
 			if err := plane.Close(false); err != nil {
 				log.WithError(err).Warn("data plane close failed")
 			}
-		}()
+		})
 		coreCfg.Plane = plane
 	}
 	reg := prometheus.NewRegistry()
@@ -241,35 +291,57 @@ func Run(ctx context.Context, o Options) error {
 	checker := health.New(health.Config{Log: log, OnChange: func(key string, healthy bool, reason string) {
 		core.HealthChanged(map[string]bool{key: healthy})
 	}})
-	defer checker.Close()
+	p.closers = append(p.closers, checker.Close)
 	a := &localNode{core: core, store: store, cluster: cluster, plane: plane, checker: checker, log: log,
 		seeded: seedReached(cluster, seeds(o.Join, o.GossipPort)), leave: make(chan struct{}, 1), public: o.PublicAddrs, dnsServing: new(atomic.Bool)}
 	a.update(SourceAPI, store.List(), nil)
 	store.OnChange(a.storeChanged)
 
-	src := statsSources{core: core}
 	if plane != nil {
 		reg.MustRegister(plane.Collector())
 	}
+	p.o, p.resolver, p.cluster, p.plane, p.core, p.node, p.reg, p.applied = o, resolver, cluster, plane, core, a, reg, applied
+	return p, nil
+}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var running components
-	errc := make(chan error, 1) // the first failure stops the agent; later ones are logged
-	goRun := func(name string, fn func() error) {
-		running.start(name)
-		go func() {
-			defer running.done(name)
-			if err := fn(); err != nil {
-				err = fmt.Errorf("%s: %w", name, err)
-				select {
-				case errc <- err:
-				default:
-					log.WithError(err).Error("agent component failed")
-				}
+// started is the running agent: its goroutines, by name, and what stop
+// shuts down.
+type started struct {
+	done    <-chan struct{} // the agent's context ends
+	cancel  context.CancelFunc
+	running *components
+	errc    chan error // the first failure stops the agent; later ones are logged
+	log     *logrus.Entry
+	apiSrv  *http.Server
+	dir     *source.Dir // nil without --services-dir
+}
+
+// goRun runs fn as the component name until it returns.
+func (s *started) goRun(name string, fn func() error) {
+	s.running.start(name)
+	go func() {
+		defer s.running.done(name)
+		if err := fn(); err != nil {
+			err = fmt.Errorf("%s: %w", name, err)
+			select {
+			case s.errc <- err:
+			default:
+				s.log.WithError(err).Error("agent component failed")
 			}
-		}()
-	}
+		}
+	}()
+}
+
+// start publishes this node's first record, starts gossip and runs the
+// components until ctx ends or stop: the local sources, the data plane,
+// the core, the stats page, the API and DNS. On error, what it started is
+// stopped (within shutdownBound).
+func (p *parts) start(ctx context.Context) (*started, error) {
+	o, log, a, core, cluster, plane, reg := p.o, p.log, p.node, p.core, p.cluster, p.plane, p.reg
+	src := statsSources{core: core}
+	ctx, cancel := context.WithCancel(ctx)
+	s := &started{done: ctx.Done(), cancel: cancel, running: &components{}, errc: make(chan error, 1), log: log}
+	running, goRun := s.running, s.goRun
 
 	// This node's first record holds what its local sources hold now, so
 	// that peers that kept its backends through a restart switch to a
@@ -280,6 +352,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.ServicesDir != "" {
 		dir = source.NewDir(source.DirConfig{Path: o.ServicesDir, Log: log})
 		a.dir = dir
+		s.dir = dir
 		src.dir = dir.Stats
 		set, _ := dir.Scan()
 		a.replace(SourceDir, set)
@@ -288,12 +361,12 @@ func Run(ctx context.Context, o Options) error {
 		addr, err := nodeAddr(o)
 		if err != nil {
 			cancel()
-			return err
+			return nil, err
 		}
 		ds, err := docker.New(docker.Config{Endpoint: o.DockerEndpoint, NodeAddr: addr, Log: log})
 		if err != nil {
 			cancel()
-			return fmt.Errorf("docker source: %w", err)
+			return nil, fmt.Errorf("docker source: %w", err)
 		}
 		a.docker = ds
 		src.docker = ds.Stats
@@ -321,9 +394,9 @@ func Run(ctx context.Context, o Options) error {
 		sctx, scancel := context.WithTimeout(context.Background(), shutdownBound)
 		defer scancel()
 		running.wait(sctx)
-		return fmt.Errorf("gossip: %w", err)
+		return nil, fmt.Errorf("gossip: %w", err)
 	}
-	gossipStart.Store(time.Now().UnixNano())
+	p.gossipStart.Store(time.Now().UnixNano())
 	if dir != nil {
 		goRun("services directory", func() error {
 			return dir.RunDelta(ctx, func(set []source.Local, removed []string) {
@@ -331,12 +404,12 @@ func Run(ctx context.Context, o Options) error {
 			})
 		})
 	}
-	reg.MustRegister(newCollector(src), cluster.Collector(), resolver.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(newCollector(src), cluster.Collector(), p.resolver.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if plane != nil {
 		goRun("data plane", func() error { return plane.Run(ctx) })
 	}
 	goRun("agent", func() error { return core.Run(ctx) })
-	goRun("applied report", func() error { applied.run(ctx); return nil })
+	goRun("applied report", func() error { p.applied.run(ctx); return nil })
 	goRun("stats page", func() error { return serveStats(ctx, o, a.VIPs, log) })
 	reg.MustRegister(newVIPCollector(a.VIPs))
 
@@ -347,9 +420,10 @@ func Run(ctx context.Context, o Options) error {
 		defer scancel()
 		running.wait(sctx)
 		_ = cluster.Shutdown()
-		return fmt.Errorf("API: listen on %s: %w", o.APIListen, err)
+		return nil, fmt.Errorf("API: listen on %s: %w", o.APIListen, err)
 	}
 	apiSrv := &http.Server{Handler: api.NewHandler(a, reg, log), ReadHeaderTimeout: 5 * time.Second}
+	s.apiSrv = apiSrv
 	goRun("API", func() error {
 		if err := apiSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -366,7 +440,7 @@ func Run(ctx context.Context, o Options) error {
 		if !waitFor(ctx, func() bool { ok, _ := core.Synced(); return ok }) {
 			return nil
 		}
-		if err := resolver.Start(ctx); err != nil {
+		if err := p.resolver.Start(ctx); err != nil {
 			if o.DataPlane != "ipvs" {
 				return fmt.Errorf("%w (with --dataplane %s no dummy interface holds the DNS address: give --dns-listen an address this host has)", err, o.DataPlane)
 			}
@@ -380,51 +454,60 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return nil
 	})
+	return s, nil
+}
 
-	var runErr error
-loop:
+// serve reloads on o.Reload until the agent's context ends, a component
+// fails, another agent has this node's name or an operator asks the node
+// to leave (which sets LeaveOnTerminate); it returns the failure, if any.
+func (p *parts) serve(s *started) error {
 	for {
 		select {
-		case <-ctx.Done():
-			break loop
-		case err := <-errc:
-			runErr = err
-			log.WithError(err).Error("agent component failed; stopping")
-			break loop
-		case err := <-cluster.NameConflict():
-			runErr = err // gossip has stopped; the restart below only returns
-			log.WithError(err).Error("another live agent has this --node-name; stopping")
-			break loop
-		case <-o.Reload:
-			a.reload(o.GossipKeyFile, dir)
-		case <-a.leave:
-			o.LeaveOnTerminate = true
-			break loop
+		case <-s.done:
+			return nil
+		case err := <-s.errc:
+			p.log.WithError(err).Error("agent component failed; stopping")
+			return err
+		case err := <-p.cluster.NameConflict():
+			// gossip has stopped; the restart in stop only returns
+			p.log.WithError(err).Error("another live agent has this --node-name; stopping")
+			return err
+		case <-p.o.Reload:
+			p.node.reload(p.o.GossipKeyFile, s.dir)
+		case <-p.node.leave:
+			p.o.LeaveOnTerminate = true
+			return nil
 		}
 	}
+}
+
+// stop leaves the cluster (LeaveOnTerminate) or announces a restart, then
+// stops the API, DNS and every component, waiting up to shutdownBound for
+// them. close then closes what build opened.
+func (p *parts) stop(s *started) {
+	log := p.log
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-	if o.LeaveOnTerminate {
+	if p.o.LeaveOnTerminate {
 		log.Info("agent stopping: leaving the cluster for good")
-		if err := cluster.Leave(5 * time.Second); err != nil {
+		if err := p.cluster.Leave(5 * time.Second); err != nil {
 			log.WithError(err).Warn("graceful leave failed")
 		}
 	} else {
 		log.Info("agent stopping for a restart; the kernel keeps serving and peers keep this node's backends for the restart grace (l4lb leave, or --leave-on-terminate, to leave for good)")
-		if err := cluster.Restart(2 * time.Second); err != nil {
+		if err := p.cluster.Restart(2 * time.Second); err != nil {
 			log.WithError(err).Warn("gossip restart announcement failed")
 		}
 	}
-	cancel()
+	s.cancel()
 	sctx, scancel := context.WithTimeout(context.Background(), shutdownBound)
 	defer scancel()
-	_ = apiSrv.Shutdown(sctx)
-	_ = resolver.Shutdown(sctx)
-	if stuck := running.wait(sctx); len(stuck) > 0 {
+	_ = s.apiSrv.Shutdown(sctx)
+	_ = p.resolver.Shutdown(sctx)
+	if stuck := s.running.wait(sctx); len(stuck) > 0 {
 		log.WithFields(logrus.Fields{"components": strings.Join(stuck, ", "), "reason": "did not stop within " + shutdownBound.String()}).
 			Error("abandoning components that do not stop")
 	}
 	log.Info("agent stopped")
-	return runErr
 }
 
 // shutdownBound is how long stopping waits for the agent's components.
