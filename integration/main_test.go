@@ -20,7 +20,7 @@ var binaries = []string{"github.com/l4lb/l4lb/cmd/l4lb", "github.com/l4lb/l4lb/c
 // data plane, which this machine kind's kernel has (with NAT in network
 // namespaces) and which needs no guest. Every other test runs in the UML
 // guest (bed.Main), where IPVS is.
-var hostTests = []string{"TestSeedScenarioNFTables", "TestDockerSeedNFTables"}
+var hostTests = []string{"TestSeedScenarioNFTables", "TestDockerSeedNFTables", "TestSharedCasesNFTables"}
 
 // envPass tells a re-executed test binary which pass it is: "guest" (run
 // through bed.Main, without the host tests) or "list" (list the tests).

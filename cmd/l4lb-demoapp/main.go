@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -23,8 +24,9 @@ func main() {
 	listen := fs.String("listen", "127.0.0.1:8080", "address to serve HTTP on")
 	name := fs.String("name", "", "instance name to answer with (default: host name)")
 	delay := fs.Duration("delay", 0, "wait this long before answering (to keep connections in flight)")
+	udp := fs.String("udp", "", "also answer UDP datagrams on this address with the instance name (off when empty)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: l4lb-demoapp [--listen ADDR] [--name NAME] [--delay D]\n\nServes HTTP; every answer is the instance name and a newline. /healthz answers 200,\nor 500 while the file /tmp/l4lb-demoapp-<name>.fail exists.\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: l4lb-demoapp [--listen ADDR] [--name NAME] [--delay D] [--udp ADDR]\n\nServes HTTP (and with --udp, UDP); every answer is the instance name and a newline. /healthz answers 200,\nor 500 while the file /tmp/l4lb-demoapp-<name>.fail exists.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -48,6 +50,23 @@ func main() {
 		}
 		fmt.Fprintln(w, *name)
 	})
+	if *udp != "" {
+		pc, err := net.ListenPacket("udp", *udp)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "l4lb-demoapp: %v\n", err)
+			os.Exit(1)
+		}
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = pc.WriteTo([]byte(*name+"\n"), from)
+			}
+		}()
+	}
 	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

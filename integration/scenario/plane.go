@@ -59,8 +59,7 @@ func (p Plane) servedBackends(t bed.T, n *bed.Node, svc string) (map[string]int,
 	if err != nil {
 		return nil, fmt.Errorf("service %q: %w", svc, err)
 	}
-	name := "slots-tcp-" + strings.ReplaceAll(ap.Addr().String(), ":", "_") + "-" + strconv.Itoa(int(ap.Port()))
-	raw, err := n.Run("nft", "-j", "list", "map", "inet", "l4lb", name)
+	raw, err := n.Run("nft", "-j", "list", "map", "inet", "l4lb", slotsMap(ap))
 	if err != nil {
 		// No such map: the kernel serves no such service.
 		if strings.Contains(raw, "No such file or directory") {
@@ -69,6 +68,12 @@ func (p Plane) servedBackends(t bed.T, n *bed.Node, svc string) (map[string]int,
 		return nil, err
 	}
 	return parseSlots(raw)
+}
+
+// slotsMap is the name of the nftables map that holds the backends of the
+// TCP service ap.
+func slotsMap(ap netip.AddrPort) string {
+	return "slots-tcp-" + strings.ReplaceAll(ap.Addr().String(), ":", "_") + "-" + strconv.Itoa(int(ap.Port()))
 }
 
 // parseSlots reads the elements of a slots map from `nft -j list map`:
