@@ -122,7 +122,7 @@ func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 func join(ds []time.Duration) string {
 	parts := make([]string, len(ds))
 	for i, d := range ds {
-		parts[i] = d.Round(10 * time.Millisecond).String()
+		parts[i] = d.Round(time.Millisecond).String()
 	}
 	return strings.Join(parts, ", ")
 }

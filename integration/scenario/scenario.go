@@ -140,14 +140,17 @@ func Run(e *Env) Result {
 		e.WaitRealServers(i, res.VIP, 10*time.Second, "node3's backend out after node3 died", hasWeight(b, gone))
 		res.KillToGone = append(res.KillToGone, time.Since(killed))
 	}
-	e.Say("node3's backend left node1 and node2 after %v", res.KillToGone)
+	e.Say("node3's backend left node1 and node2 after %s", roundAll(res.KillToGone))
 	for _, d := range res.KillToGone {
 		if d > 3*time.Second {
 			t.Errorf("node3's backend took %v to leave, want under 3s", d)
 		}
 	}
+	e.Say("node3's agent starts again (its state directory holds its registration)")
+	restarted := time.Now()
 	e.StartAgent(3)
 	e.WaitReady(3, 30*time.Second)
+	e.Say("node3's agent is ready again after %v", time.Since(restarted).Round(time.Millisecond))
 
 	e.Say("== 5. app2-a fails its health check, then recovers")
 	if err := writeFile(FailFile("app2-a")); err != nil {
@@ -158,14 +161,14 @@ func Run(e *Env) Result {
 		e.WaitRealServers(i, res.VIP, 10*time.Second, "unhealthy app2-a out", hasWeight(a, gone))
 		res.UnhealthyToOut = append(res.UnhealthyToOut, time.Since(failed))
 	}
-	e.Say("app2-a stopped taking new connections on nodes 1-3 after %v", res.UnhealthyToOut)
+	e.Say("app2-a stopped taking new connections on nodes 1-3 after %v", roundAll(res.UnhealthyToOut))
 	removeFile(FailFile("app2-a"))
 	healed := time.Now()
 	for _, i := range nodes {
 		e.WaitRealServers(i, res.VIP, 10*time.Second, "healthy app2-a back", hasWeight(a, present))
 		res.HealthyToIn = append(res.HealthyToIn, time.Since(healed))
 	}
-	e.Say("app2-a was back on nodes 1-3 after %v", res.HealthyToIn)
+	e.Say("app2-a was back on nodes 1-3 after %v", roundAll(res.HealthyToIn))
 	for _, d := range append(append([]time.Duration{}, res.UnhealthyToOut...), res.HealthyToIn...) {
 		if d > 3*time.Second {
 			t.Errorf("health change took %v to reach a node's kernel, want under 3s", d)
@@ -229,9 +232,9 @@ func Run(e *Env) Result {
 		}
 	}
 	e.Say("`l4lb register` on node2 -> backend in the kernel of node1 and node3: p50 %v, p99 %v over %d samples (the command alone, a process started in the node: p50 %v)",
-		Percentile(res.RegisterToKernel, 50), Percentile(res.RegisterToKernel, 99), len(res.RegisterToKernel), Percentile(cli, 50))
+		Percentile(res.RegisterToKernel, 50).Round(time.Millisecond), Percentile(res.RegisterToKernel, 99).Round(time.Millisecond), len(res.RegisterToKernel), Percentile(cli, 50).Round(time.Millisecond))
 	e.Say("PUT /v1/backends on node2 -> backend in the kernel of node1 and node3: p50 %v, p99 %v over %d samples",
-		Percentile(res.APIToKernel, 50), Percentile(res.APIToKernel, 99), len(res.APIToKernel))
+		Percentile(res.APIToKernel, 50).Round(time.Millisecond), Percentile(res.APIToKernel, 99).Round(time.Millisecond), len(res.APIToKernel))
 	e.Say("$ l4lb vips   (on node1)\n%s", e.L4LB(1, "vips"))
 	return res
 }
@@ -252,4 +255,13 @@ func (e *Env) holdOn(i int, vip, want string) *HeldConn {
 	}
 	e.T.Fatalf("no connection to %s landed on %s in 40 tries", vip, want)
 	return nil
+}
+
+// roundAll is ds rounded to the millisecond, for people.
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(time.Millisecond)
+	}
+	return out
 }
