@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,7 +62,16 @@ func Deploy(e *Env, client, oldNode int, oldName, oldAddr string, newNode int, n
 
 	start := time.Now()
 	neu := e.StartApp(newNode, newName, AppPort)
-	out := e.L4LB(newNode, "register", AppVIP, neu, "--check", "http:///healthz", "--wait", "--timeout", "20s")
+	args := []string{"register", AppVIP, neu, "--check", "http:///healthz", "--wait", "--timeout", "20s"}
+	for _, v := range e.VIPs(newNode).VIPs {
+		if v.Label == AppVIP && v.PublicPort != 0 {
+			// The new instance asks for what the old ones ask for: the
+			// public port is settled by vote, and the deploy must not
+			// turn it off.
+			args = append(args, "--public", "--public-port", strconv.Itoa(int(v.PublicPort)))
+		}
+	}
+	out := e.L4LB(newNode, args...)
 	res.Registered = time.Since(start)
 	e.Say("$ l4lb register %s %s --check http:///healthz --wait   (on node%d)\n%s", AppVIP, neu, newNode, strings.TrimSpace(out))
 	if !strings.Contains(out, "programmed on 3 of 3 live nodes") {
