@@ -143,19 +143,15 @@ func (h *hostSetup) run(stdin string, name string, args ...string) (string, erro
 const probeChain = "L4LB-PROBE"
 
 // proveNAT proves that backend can write the nat table of a family by
-// creating and deleting our probe chain: on some kernels nf_tables loads
-// and lists an (empty) nat table but cannot create one, and a listing
-// alone would pass.
+// creating and deleting our probe chain, in one iptables-restore
+// transaction (one process: they are slow to start on a loaded node, and
+// nothing is left behind if it fails halfway): on some kernels nf_tables
+// loads and lists an (empty) nat table but cannot create one, and a
+// listing alone would pass.
 func (h *hostSetup) proveNAT(backend string, v6 bool) error {
-	cmd := iptablesCmd(backend, v6)
-	_, _ = h.run("", cmd, "-w", "-t", "nat", "-X", probeChain) // left by a crash
-	if _, err := h.run("", cmd, "-w", "-t", "nat", "-N", probeChain); err != nil {
-		return err
-	}
-	if _, err := h.run("", cmd, "-w", "-t", "nat", "-X", probeChain); err != nil {
-		return err
-	}
-	return nil
+	input := "*nat\n:" + probeChain + " - [0:0]\n-X " + probeChain + "\nCOMMIT\n"
+	_, err := h.run(input, iptablesCmd(backend, v6)+"-restore", "-w", "--noflush")
+	return err
 }
 
 // detectBackend picks the iptables backend the host uses: the one that
