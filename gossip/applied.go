@@ -37,13 +37,17 @@ type Drain struct {
 	Active, Inactive uint32
 }
 
-// appliedAskEvery bounds how often Applied asks the live members for their
-// reports: reports travel only when asked (a TCP request to each live
-// member and its parts back), so that they cost nothing while no one looks
-// and do not grow with the cluster on every change (each report holds a
-// version per node: gossiping every node's report on every change would
-// cost O(nodes²) bytes).
-const appliedAskEvery = 500 * time.Millisecond
+// Reports travel only when asked: a TCP request to each live member and
+// its parts back, so that they cost nothing while no one looks and do not
+// grow with the cluster on every change (each report holds a version per
+// node: gossiping every node's report on every change would cost
+// O(nodes²) bytes). appliedAskNow bounds how often AppliedNow asks (a
+// waiting deploy polls it); appliedAskEvery how often Applied does (the
+// stats page, /metrics).
+const (
+	appliedAskNow   = 500 * time.Millisecond
+	appliedAskEvery = 5 * time.Second
+)
 
 // maxAppliedParts bounds how many packets one report may take.
 const maxAppliedParts = 256
@@ -105,13 +109,13 @@ func (c *Cluster) ReportApplied(versions map[string]Version, draining []Drain) {
 	b.selfParts = encodeApplied(c.cfg.NodeName, c.generation.Load(), b.rseq, b.self.Versions, d, inlineRecordBytes)
 }
 
-// askApplied asks every live member for its report, at most once per
-// appliedAskEvery and one round at a time; the answers arrive as kind-6
-// parts that handleMessage merges. It never blocks.
-func (c *Cluster) askApplied() {
+// askApplied asks every live member for its report, at most once per gap
+// and one round at a time; the answers arrive as kind-6 parts that
+// handleMessage merges. It never blocks.
+func (c *Cluster) askApplied(gap time.Duration) {
 	now := c.now()
 	c.applied.mu.Lock()
-	due := c.applied.asking == false && now.Sub(c.applied.asked) >= appliedAskEvery
+	due := !c.applied.asking && now.Sub(c.applied.asked) >= gap
 	if due {
 		c.applied.asking, c.applied.asked = true, now
 	}
@@ -183,11 +187,24 @@ func encodeAppliedQuery(requester string) []byte {
 // nothing yet (or runs a version without reports) is left out. It costs
 // O(nodes + their draining backends).
 //
-// Reports are fetched on demand: each call asks the live members for
-// theirs (at most every appliedAskEvery), so a caller that polls sees them
-// arrive; the first call may find none yet.
+// Reports are fetched on demand: a call asks the live members for theirs
+// when the last question is appliedAskEvery (5 s) old, so a caller that
+// polls sees them arrive; the first call may find none yet. AppliedNow
+// asks when the last question is 500 ms old, for a caller that waits on
+// them (register --wait).
 func (c *Cluster) Applied() []Applied {
-	c.askApplied()
+	c.askApplied(appliedAskEvery)
+	return c.appliedReports()
+}
+
+// AppliedNow is Applied for a caller that waits on the reports: it asks at
+// most every 500 ms.
+func (c *Cluster) AppliedNow() []Applied {
+	c.askApplied(appliedAskNow)
+	return c.appliedReports()
+}
+
+func (c *Cluster) appliedReports() []Applied {
 	live := map[string]bool{c.cfg.NodeName: true}
 	for _, m := range c.Members() {
 		if m.State == MemberAlive || m.State == MemberSuspect {

@@ -114,7 +114,7 @@ func (a *localNode) Progress(e source.Entry, want string) (api.Progress, error) 
 	p.Version = fmt.Sprintf("%d.%d", target.Generation, target.Seq)
 	self := a.core.cfg.Node
 	reports := map[string]gossip.Applied{}
-	for _, r := range a.cluster.Applied() {
+	for _, r := range a.cluster.AppliedNow() {
 		reports[r.Node] = r
 	}
 	live := []string{self}
