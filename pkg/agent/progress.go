@@ -150,7 +150,11 @@ func (a *localNode) Progress(e source.Entry, want string) (api.Progress, error) 
 	}
 	switch {
 	case len(p.Pending) > 0:
-		p.Reason = fmt.Sprintf("%d of %d live nodes have not programmed it yet", len(p.Pending), p.Live)
+		what := "it"
+		if want == api.WaitDrained {
+			what = "its removal" // they still send it new connections
+		}
+		p.Reason = fmt.Sprintf("%d of %d live nodes have not programmed %s yet", len(p.Pending), p.Live, what)
 	case p.Active > 0:
 		p.Reason = fmt.Sprintf("%d connections remain on %d nodes", p.Active, len(p.ByNode))
 	default:
