@@ -448,15 +448,21 @@ func (d *decoder) uint64(what string) uint64 {
 }
 
 func (d *decoder) str(what string) string {
+	return string(d.strBytes(what))
+}
+
+// strBytes decodes a string's length and returns its bytes, still in the
+// message (nil after a failure).
+func (d *decoder) strBytes(what string) []byte {
 	n := d.uvarint(what)
 	if d.err != nil {
-		return ""
+		return nil
 	}
 	if n > maxStringBytes {
 		d.fail("%s: string of %d bytes over %d", what, n, maxStringBytes)
-		return ""
+		return nil
 	}
-	return string(d.bytes(int(n), what))
+	return d.bytes(int(n), what)
 }
 
 func (d *decoder) node(what string) string {
@@ -529,15 +535,7 @@ var common = func() map[string]string {
 
 // word decodes a string of a small vocabulary: a common value is shared.
 func (d *decoder) word(what string) string {
-	n := d.uvarint(what)
-	if d.err != nil {
-		return ""
-	}
-	if n > maxStringBytes {
-		d.fail("%s: string of %d bytes over %d", what, n, maxStringBytes)
-		return ""
-	}
-	b := d.bytes(int(n), what)
+	b := d.strBytes(what)
 	if v, ok := common[string(b)]; ok { // no allocation: the compiler looks up without one
 		return v
 	}
