@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,19 +19,35 @@ import (
 	"github.com/l4lb/l4lb/gossip"
 )
 
-// freeLoopbackPort returns a port free for TCP and UDP on 127.0.0.1.
+// handedOut holds the ports freeLoopbackPort gave this test process: a
+// port closed after the probe may be handed again by the kernel, and an
+// agent whose API and gossip ports are the same one cannot start.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// freeLoopbackPort returns a port free for TCP and UDP on 127.0.0.1, one
+// not returned before in this process.
 func freeLoopbackPort(t *testing.T) int {
 	t.Helper()
-	for range 20 {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 50 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		port := l.Addr().(*net.TCPAddr).Port
+		if handedOut.ports[port] {
+			l.Close()
+			continue
+		}
 		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		l.Close()
 		if err == nil {
 			u.Close()
+			handedOut.ports[port] = true
 			return port
 		}
 	}
@@ -59,6 +76,7 @@ func loopbackAgent(t *testing.T, name string, seeds ...string) Options {
 
 // runningAgent is an agent run in this process by startAgent.
 type runningAgent struct {
+	o    Options
 	done chan struct{} // closed when Run returned
 	err  error         // Run's result, once done is closed
 }
@@ -67,7 +85,7 @@ type runningAgent struct {
 func startAgent(t *testing.T, o Options) *runningAgent {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningAgent{done: make(chan struct{})}
+	r := &runningAgent{o: o, done: make(chan struct{})}
 	go func() { r.err = Run(ctx, o); close(r.done) }()
 	t.Cleanup(func() {
 		cancel()
@@ -78,6 +96,25 @@ func startAgent(t *testing.T, o Options) *runningAgent {
 		}
 	})
 	return r
+}
+
+// waitReady waits until every agent answers /readyz with 200, and fails
+// with the agent's own error at once if one of them stopped.
+func waitReady(t *testing.T, agents ...*runningAgent) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, r := range agents {
+		for !ready(r.o.APIListen) {
+			select {
+			case <-r.done:
+				t.Fatalf("agent %s stopped before it was ready: %v", r.o.NodeName, r.err)
+			case <-time.After(5 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("agent %s not ready within 10 s (API %s)", r.o.NodeName, r.o.APIListen)
+			}
+		}
+	}
 }
 
 // ready says whether the agent at api answers /readyz with 200.
@@ -97,8 +134,7 @@ func TestDuplicateNodeNameExits(t *testing.T) {
 	a := loopbackAgent(t, "node-a")
 	doneA := startAgent(t, a)
 	b := loopbackAgent(t, "node-b", net.JoinHostPort("127.0.0.1", strconv.Itoa(a.GossipPort)))
-	startAgent(t, b)
-	eventually(t, "both agents ready", func() bool { return ready(a.APIListen) && ready(b.APIListen) })
+	waitReady(t, doneA, startAgent(t, b))
 
 	dup := loopbackAgent(t, "node-a", net.JoinHostPort("127.0.0.1", strconv.Itoa(b.GossipPort)))
 	start := time.Now()

@@ -87,9 +87,8 @@ func TestDNSForwardsToARealUpstream(t *testing.T) {
 	o := loopbackAgent(t, "node-a")
 	o.DNSForward = true
 	o.DNSUpstreams = []string{"127.0.0.1:" + strconv.Itoa(upstream)}
-	startAgent(t, o)
 	// Ready means the DNS server listens.
-	eventually(t, "agent ready", func() bool { return ready(o.APIListen) })
+	waitReady(t, startAgent(t, o))
 	r, err := query(o.DNSListen[0], "www.upstream.test.")
 	if err != nil {
 		t.Fatalf("query the agent, ready: %v", err)

@@ -44,10 +44,9 @@ func scrape(t *testing.T, apiAddr string) map[string]float64 {
 // histogram filled by the changes.
 func TestAgentMetricsFollowTheCluster(t *testing.T) {
 	a := loopbackAgent(t, "node-a")
-	startAgent(t, a)
+	ra := startAgent(t, a)
 	b := loopbackAgent(t, "node-b", gossipAddr(a))
-	startAgent(t, b)
-	eventually(t, "both agents ready", func() bool { return ready(a.APIListen) && ready(b.APIListen) })
+	waitReady(t, ra, startAgent(t, b))
 	for _, reg := range []struct{ api, backend string }{{a.APIListen, "10.0.2.1:8080"}, {b.APIListen, "10.0.2.2:8080"}} {
 		if _, err := api.NewClient(reg.api).Register(context.Background(), source.Entry{VIP: "/m/app:80", Backend: reg.backend}); err != nil {
 			t.Fatal(err)

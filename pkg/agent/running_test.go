@@ -44,10 +44,9 @@ func TestServicesDirectoryThroughRunningAgents(t *testing.T) {
 	dir := t.TempDir()
 	a := loopbackAgent(t, "node-a")
 	a.ServicesDir = dir
-	startAgent(t, a)
+	ra := startAgent(t, a)
 	b := loopbackAgent(t, "node-b", gossipAddr(a))
-	startAgent(t, b)
-	eventually(t, "both agents ready", func() bool { return ready(a.APIListen) && ready(b.APIListen) })
+	waitReady(t, ra, startAgent(t, b))
 
 	file := filepath.Join(dir, "app.json")
 	if err := os.WriteFile(file, []byte(`{"vip": "/svc/app:80", "backend": "10.0.0.1:8080"}`), 0o644); err != nil {
@@ -89,6 +88,7 @@ func TestSIGHUPRotatesTheGossipKey(t *testing.T) {
 		oldKey[i], newKey[i] = byte(i), byte(100+i)
 	}
 	var agents []Options
+	var running []*runningAgent
 	reload := map[string]chan struct{}{}
 	for _, name := range []string{"node-a", "node-b"} {
 		var seeds []string
@@ -100,11 +100,11 @@ func TestSIGHUPRotatesTheGossipKey(t *testing.T) {
 		writeKeys(t, o.GossipKeyFile, oldKey)
 		ch := make(chan struct{})
 		o.Reload, reload[name] = ch, ch
-		startAgent(t, o)
+		running = append(running, startAgent(t, o))
 		agents = append(agents, o)
 	}
 	a, b := agents[0], agents[1]
-	eventually(t, "both agents ready", func() bool { return ready(a.APIListen) && ready(b.APIListen) })
+	waitReady(t, running...)
 
 	step := func(n int, keys ...[]byte) {
 		t.Helper()
