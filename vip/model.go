@@ -3,6 +3,7 @@ package vip
 import (
 	"cmp"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"slices"
 	"strings"
@@ -83,13 +84,64 @@ type modelNode struct {
 	name  string
 	index int32 // index into the builder's nodeNames (member.node)
 	regs  []*modelReg
-	byKey map[RegKey]*modelReg
+	// byKey files the registrations by regKeyHash: a map keyed by the
+	// whole RegKey holds a 112-byte key per registration, this one 8; the
+	// rare registrations whose keys share a hash are chained (modelReg.next).
+	byKey map[uint64]*modelReg
+}
+
+// regKeySeed seeds regKeyHash (per process: the hashes never leave it).
+var regKeySeed = maphash.MakeSeed()
+
+// regKeyHash is where modelNode.byKey files the registration with key k
+// (a variable so that a test can make keys collide).
+var regKeyHash = func(k *RegKey) uint64 { return maphash.Comparable(regKeySeed, *k) }
+
+// find returns the registration with key k, or nil.
+func (n *modelNode) find(k *RegKey) *modelReg {
+	for r := n.byKey[regKeyHash(k)]; r != nil; r = r.next {
+		if r.r.VIP == k.VIP && r.r.Framework == k.Framework && r.r.Backend == k.Backend {
+			return r
+		}
+	}
+	return nil
+}
+
+// file adds mr, whose key n does not hold, to n.byKey.
+func (n *modelNode) file(mr *modelReg) {
+	k := mr.r.Key()
+	h := regKeyHash(&k)
+	mr.next = n.byKey[h]
+	n.byKey[h] = mr
+}
+
+// unfile takes mr out of n.byKey.
+func (n *modelNode) unfile(mr *modelReg) {
+	k := mr.r.Key()
+	h := regKeyHash(&k)
+	p := n.byKey[h]
+	if p == mr {
+		if mr.next == nil {
+			delete(n.byKey, h)
+		} else {
+			n.byKey[h] = mr.next
+		}
+		mr.next = nil
+		return
+	}
+	for ; p != nil; p = p.next {
+		if p.next == mr {
+			p.next, mr.next = mr.next, nil
+			return
+		}
+	}
 }
 
 // modelReg is one registration of one node.
 type modelReg struct {
 	r        Registration
 	node     *modelNode
+	next     *modelReg   // the next registration of node.byKey with the same key hash
 	nodeSlot int         // index in node.regs
 	group    *modelGroup // nil when the registration is invalid
 	slot     int         // index in group.regs
@@ -199,8 +251,8 @@ func (m *Model) Apply(deltas []NodeDelta) {
 		d := &deltas[i]
 		n := m.nodes[d.Node]
 		if n != nil {
-			for _, k := range d.Removed {
-				if r := n.byKey[k]; r != nil {
+			for j := range d.Removed {
+				if r := n.find(&d.Removed[j]); r != nil {
 					m.removeReg(r)
 				}
 			}
@@ -223,7 +275,7 @@ func (m *Model) Apply(deltas []NodeDelta) {
 }
 
 func (m *Model) addNode(name string, size int) *modelNode {
-	n := &modelNode{name: name, byKey: make(map[RegKey]*modelReg, size), regs: make([]*modelReg, 0, size)}
+	n := &modelNode{name: name, byKey: make(map[uint64]*modelReg, size), regs: make([]*modelReg, 0, size)}
 	if k := len(m.freeNodes); k > 0 {
 		n.index = m.freeNodes[k-1]
 		m.freeNodes = m.freeNodes[:k-1]
@@ -244,14 +296,14 @@ func (m *Model) dropNode(n *modelNode) {
 
 func (m *Model) setReg(n *modelNode, r *Registration) {
 	k := r.Key()
-	if old := n.byKey[k]; old != nil {
+	if old := n.find(&k); old != nil {
 		if old.r == *r {
 			return
 		}
 		m.removeReg(old)
 	}
 	mr := &modelReg{r: *r, node: n, nodeSlot: len(n.regs)}
-	n.byKey[k] = mr
+	n.file(mr)
 	n.regs = append(n.regs, mr)
 
 	backendAddr, err := checkBackend(&mr.r)
@@ -292,7 +344,7 @@ func (m *Model) setReg(n *modelNode, r *Registration) {
 
 func (m *Model) removeReg(mr *modelReg) {
 	n := mr.node
-	delete(n.byKey, mr.r.Key())
+	n.unfile(mr)
 	last := n.regs[len(n.regs)-1]
 	n.regs[mr.nodeSlot], last.nodeSlot = last, mr.nodeSlot
 	n.regs[len(n.regs)-1] = nil

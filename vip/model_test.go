@@ -348,10 +348,26 @@ var modelConfigs = []Config{
 }
 
 func TestModelEqualsBuild(t *testing.T) {
-	runs, steps := 200, 60
+	runs := 200
 	if testing.Short() {
 		runs = 60
 	}
+	modelEqualsBuild(t, runs, 60)
+}
+
+// TestModelEqualsBuildWithCollidingKeyHashes: the same, with a key hash
+// that files most of a node's registrations under a few hashes, so that
+// finding, replacing and removing walk the collision chains.
+func TestModelEqualsBuildWithCollidingKeyHashes(t *testing.T) {
+	real := regKeyHash
+	t.Cleanup(func() { regKeyHash = real })
+	regKeyHash = func(k *RegKey) uint64 { return uint64(len(k.VIP.Name) % 2) }
+	modelEqualsBuild(t, 60, 60)
+}
+
+// modelEqualsBuild applies random deltas to a Model and checks its table
+// against Build of the same state after each step.
+func modelEqualsBuild(t *testing.T, runs, steps int) {
 	for seed := range uint64(runs) {
 		cfg := modelConfigs[seed%uint64(len(modelConfigs))]
 		agent := seed%3 == 0
@@ -554,5 +570,57 @@ func TestModelCases(t *testing.T) {
 				prev = tab
 			}
 		})
+	}
+}
+
+// TestModelKeyHashChains: with every key under one hash, a node's
+// registrations form one chain; removing the head, the middle and the tail,
+// and setting a removed key again, keep the model equal to Build.
+func TestModelKeyHashChains(t *testing.T) {
+	real := regKeyHash
+	t.Cleanup(func() { regKeyHash = real })
+	regKeyHash = func(*RegKey) uint64 { return 7 }
+
+	a, b, c := reg("/app:80", "10.0.0.1:80"), reg("/app:80", "10.0.0.2:80"), reg("/web:80", "10.0.0.3:80")
+	heavier := func(r Registration) Registration { r.Weight = 5; return r }
+	m := NewModel(Config{})
+	state := map[RegKey]Registration{}
+	for i, d := range []NodeDelta{
+		set("n1", a, b, c),
+		removed("n1", b),       // the middle of the chain (c, b, a)
+		set("n1", heavier(b)),  // b again, at the head
+		removed("n1", a),       // the tail
+		set("n1", heavier(c)),  // a replacement in the middle
+		removed("n1", b),       // the head
+		set("n1", a, b),        // both back
+		removed("n1", a, b, c), // all
+		set("n1", heavier(a)),  // a node that emptied, again
+	} {
+		for _, k := range d.Removed {
+			delete(state, k)
+		}
+		for _, r := range d.Set {
+			state[r.Key()] = r
+		}
+		m.Apply([]NodeDelta{d})
+		var regs []Registration
+		for _, r := range state {
+			regs = append(regs, r)
+		}
+		want := Build(Config{}, ClusterState{{Node: "n1", Backends: regs}})
+		if got := m.Table(); !sameContent(got, want) {
+			t.Fatalf("step %d: model %+v\nbuild %+v", i, got.VIPs, want.VIPs)
+		}
+		if n := m.nodes["n1"]; n != nil {
+			chain := 0
+			for r := n.byKey[7]; r != nil; r = r.next {
+				chain++
+			}
+			if chain != len(state) || len(n.regs) != len(state) {
+				t.Fatalf("step %d: chain of %d, %d registrations held, want %d", i, chain, len(n.regs), len(state))
+			}
+		} else if len(state) != 0 {
+			t.Fatalf("step %d: node gone with %d registrations", i, len(state))
+		}
 	}
 }
