@@ -1,6 +1,7 @@
 package source
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,9 +64,12 @@ type Store struct {
 	recovered string
 	j         *journal.Journal
 
-	// mu guards byKey, which mirrors the journal's state in log order.
-	mu    sync.Mutex
-	byKey map[string]Local
+	// mu guards keys: the keys the journal holds, in log order. The
+	// registrations themselves are only in the journal (its values, in
+	// JSON): a second copy of every one, decoded, would cost several
+	// hundred bytes per registration for what only Get and List read.
+	mu   sync.Mutex
+	keys map[string]struct{}
 	// changed, when set, is told each change in log order (OnChange).
 	changed func(key string, l *Local)
 }
@@ -107,9 +111,9 @@ func openStoreWith(stateDir string, log logrus.FieldLogger, opts journal.Options
 		return nil, fmt.Errorf("open registration store: %w", err)
 	}
 	s := &Store{
-		dir:   stateDir,
-		log:   log.WithField("component", "source"),
-		byKey: map[string]Local{},
+		dir:  stateDir,
+		log:  log.WithField("component", "source"),
+		keys: map[string]struct{}{},
 	}
 	statePath := filepath.Join(stateDir, StateFile)
 	// A temporary file left by a crash in the middle of an earlier l4lb's
@@ -205,7 +209,7 @@ func (s *Store) loadStateFile(path string) ([]Local, bool, error) {
 	return out, true, nil
 }
 
-// loadJournal fills byKey from the journal. Records that are not valid
+// loadJournal fills keys from the journal. Records that are not valid
 // registrations (any more) are deleted from it, after a copy of the file is
 // set aside; a record kept under another key than its registration's (the
 // key's rule changed) is moved to the right key.
@@ -225,10 +229,10 @@ func (s *Store) loadJournal() error {
 			var l Local
 			if l, err = e.Parse(); err == nil {
 				k := l.Key()
-				if _, dup := s.byKey[k]; dup {
+				if _, dup := s.keys[k]; dup {
 					err = fmt.Errorf("%s is there twice; the first is kept", k)
 				} else {
-					s.byKey[k] = l
+					s.keys[k] = struct{}{}
 					if k != r.key {
 						fix = append(fix, journal.Op{Key: k, Value: r.raw})
 					}
@@ -240,7 +244,7 @@ func (s *Store) loadJournal() error {
 		}
 		// The record's own key goes unless a registration lives there (this
 		// one, or one moved there from another key).
-		if _, kept := s.byKey[r.key]; !kept {
+		if _, kept := s.keys[r.key]; !kept {
 			fix = append(fix, journal.Op{Key: r.key, Delete: true})
 		}
 	}
@@ -276,8 +280,8 @@ func (s *Store) migrate(path string, locals []Local) error {
 	if len(ops) > 0 {
 		err := s.j.Apply(ops, func() {
 			s.mu.Lock()
-			for _, l := range locals {
-				s.byKey[l.Key()] = l
+			for _, op := range ops {
+				s.keys[op.Key] = struct{}{}
 			}
 			s.mu.Unlock()
 		})
@@ -348,21 +352,18 @@ func (s *Store) Put(l Local) (created bool, err error) {
 		return false, fmt.Errorf("put registration: %w", err)
 	}
 	key := l.Key()
-	s.mu.Lock()
-	old, exists := s.byKey[key]
-	s.mu.Unlock()
-	if exists && old == l {
-		return false, nil
-	}
 	raw, err := json.Marshal(l.Entry())
 	if err != nil {
 		return false, fmt.Errorf("put registration %s: %w", key, err)
 	}
+	if old, ok := s.j.Get(key); ok && bytes.Equal(old, raw) {
+		return false, nil
+	}
 	err = s.j.Apply([]journal.Op{{Key: key, Value: raw}}, func() {
 		s.mu.Lock()
-		_, exists := s.byKey[key]
+		_, exists := s.keys[key]
 		created = !exists
-		s.byKey[key] = l
+		s.keys[key] = struct{}{}
 		s.mu.Unlock()
 		if s.changed != nil {
 			s.changed(key, &l)
@@ -379,15 +380,15 @@ func (s *Store) Put(l Local) (created bool, err error) {
 // error nothing has changed.
 func (s *Store) Delete(key string) (found bool, err error) {
 	s.mu.Lock()
-	_, exists := s.byKey[key]
+	_, exists := s.keys[key]
 	s.mu.Unlock()
 	if !exists {
 		return false, nil
 	}
 	err = s.j.Apply([]journal.Op{{Key: key, Delete: true}}, func() {
 		s.mu.Lock()
-		_, found = s.byKey[key]
-		delete(s.byKey, key)
+		_, found = s.keys[key]
+		delete(s.keys, key)
 		s.mu.Unlock()
 		if found && s.changed != nil {
 			s.changed(key, nil)
@@ -399,30 +400,51 @@ func (s *Store) Delete(key string) (found bool, err error) {
 	return found, nil
 }
 
-// Get returns the registration with key.
+// Get returns the registration with key (decoded from the journal).
 func (s *Store) Get(key string) (Local, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l, ok := s.byKey[key]
-	return l, ok
+	raw, ok := s.j.Get(key)
+	if !ok {
+		return Local{}, false
+	}
+	l, err := parseStored(raw)
+	if err != nil {
+		// OpenStore dropped every record that does not parse, and Put
+		// writes only parsed ones: this is a bug, not bad input.
+		s.log.WithError(err).WithField("backend", key).Error("stored registration does not decode")
+		return Local{}, false
+	}
+	return l, true
+}
+
+// parseStored decodes a registration as Put stored it.
+func parseStored(raw []byte) (Local, error) {
+	e, err := decodeEntry(raw)
+	if err != nil {
+		return Local{}, err
+	}
+	return e.Parse()
 }
 
 // Len returns how many registrations the store holds.
 func (s *Store) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.byKey)
+	return len(s.keys)
 }
 
-// List returns every registration, sorted by key. It costs O(n log n): call
-// it to show or rebuild, not per change.
+// List returns every registration, sorted by key, decoded from the
+// journal. It costs O(n log n): call it to show or rebuild, not per change.
 func (s *Store) List() []Local {
-	s.mu.Lock()
-	out := make([]Local, 0, len(s.byKey))
-	for _, l := range s.byKey {
+	var out []Local
+	s.j.Range(func(key string, raw []byte) bool {
+		l, err := parseStored(raw)
+		if err != nil {
+			s.log.WithError(err).WithField("backend", key).Error("stored registration does not decode")
+			return true
+		}
 		out = append(out, l)
-	}
-	s.mu.Unlock()
+		return true
+	})
 	sortLocals(out)
 	return out
 }

@@ -39,7 +39,7 @@ func BenchmarkStorePut(b *testing.B) {
 			}
 			if err := s.j.Apply(ops, func() {
 				for _, l := range fill {
-					s.byKey[l.Key()] = l
+					s.keys[l.Key()] = struct{}{}
 				}
 			}); err != nil {
 				b.Fatal(err)
