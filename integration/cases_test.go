@@ -8,8 +8,8 @@ import (
 )
 
 // TestSharedCases runs the shared end-to-end cases (scenario.Cases: UDP,
-// hairpin, drift) on IPVS in the guest; TestSharedCasesNFTables runs the
-// same table on nftables on the host.
+// hairpin, drift, IPv6, IP VIPs) on IPVS in the guest;
+// TestSharedCasesNFTables runs the same table on nftables on the host.
 func TestSharedCases(t *testing.T) { sharedCases(t, scenario.IPVS) }
 
 func TestSharedCasesNFTables(t *testing.T) { sharedCases(t, scenario.NFTables) }

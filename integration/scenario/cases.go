@@ -18,12 +18,14 @@ type Case struct {
 
 // Cases: a UDP VIP, a client that is also the backend (hairpin), the
 // kernel's state removed behind the agent's back (drift), repaired by the
-// resync, and a named VIP over IPv6. The agents run with CasesResync.
+// resync, a named VIP over IPv6, and IP VIPs (registered by address, IPv4
+// and IPv6). The agents run with CasesResync.
 var Cases = []Case{
 	{"udp", caseUDP},
 	{"hairpin", caseHairpin},
 	{"drift", caseDrift},
 	{"ipv6", caseIPv6},
+	{"ipvip", caseIPVIP},
 }
 
 // CasesResync is the --resync-period the agents of the shared cases run
@@ -43,7 +45,9 @@ func RunCases(e *Env) {
 	}
 	for _, c := range Cases {
 		e.Say("== shared case %s on %s", c.Name, e.plane())
+		start := time.Now()
 		c.Run(e)
+		e.Say("shared case %s on %s: passed in %v", c.Name, e.plane(), time.Since(start).Round(time.Millisecond))
 	}
 }
 
@@ -160,4 +164,126 @@ func caseIPv6(e *Env) {
 		}
 	}
 	e.T.Fatalf("node1 -> %s: %q, %v; want v6-a", url, who, err)
+}
+
+// The IP VIPs of caseIPVIP: given by address, not by name.
+const (
+	ipVIP4 = "11.22.33.44:80"
+	ipVIP6 = "[fd01:c::2a:2a]:80"
+)
+
+// caseIPVIP: an IP VIP with a backend on each node is served by every
+// node's kernel at the address it was registered with, and requests from
+// every node reach both backends; once one backend is deregistered, new
+// requests from every node reach only the other; once both are, the VIP is
+// gone from every node's kernel and table. An IPv6 IP VIP with one backend
+// is reached from both nodes and goes at the same time.
+func caseIPVIP(e *Env) {
+	nodes := []int{1, 2}
+	a := e.StartApp(1, "ipvip-a", 18084)
+	b := e.StartApp(2, "ipvip-b", 18084)
+	n := e.C.Node(2)
+	c := net.JoinHostPort(n.Addr6.String(), "18085")
+	e.Apps["ipvip6-c"] = n.Start(e.T, "app-ipvip6-c", e.DemoApp, "--listen", c, "--name", "ipvip6-c")
+	e.L4LB(1, "register", ipVIP4, a)
+	e.L4LB(2, "register", ipVIP4, b)
+	e.L4LB(2, "register", ipVIP6, c)
+	both := func(rs map[string]int) bool { return hasWeight(a, present)(rs) && hasWeight(b, present)(rs) }
+	url, url6 := "http://"+ipVIP4+"/", "http://"+ipVIP6+"/"
+	for _, i := range nodes {
+		e.WaitRealServers(i, ipVIP4, 10*time.Second, "both IP VIP backends in the kernel", both)
+		e.WaitRealServers(i, ipVIP6, 10*time.Second, "the IPv6 IP VIP's backend in the kernel", hasWeight(c, present))
+	}
+	for _, i := range nodes {
+		seen := e.Spread(i, url, 8)
+		if seen["ipvip-a"] == 0 || seen["ipvip-b"] == 0 || seen["ipvip-a"]+seen["ipvip-b"] != 8 {
+			e.T.Fatalf("node%d -> %s: %s; want 8 answers from both ipvip-a and ipvip-b", i, url, FormatSpread(seen))
+		}
+		if who, err := e.Get(i, url6); err != nil || who != "ipvip6-c" {
+			e.T.Fatalf("node%d -> %s: %q, %v; want ipvip6-c", i, url6, who, err)
+		}
+		e.requireVIPHeld(i, ipVIP4)
+		e.requireVIPHeld(i, ipVIP6)
+		e.Say("node%d -> %s: %s; -> %s: ipvip6-c", i, url, FormatSpread(seen), url6)
+	}
+
+	e.L4LB(2, "deregister", ipVIP4, b)
+	for _, i := range nodes {
+		e.WaitRealServers(i, ipVIP4, 10*time.Second, "ipvip-b out, ipvip-a in", func(rs map[string]int) bool {
+			return hasWeight(b, gone)(rs) && hasWeight(a, present)(rs)
+		})
+	}
+	for _, i := range nodes {
+		if seen := e.Spread(i, url, 6); seen["ipvip-a"] != 6 {
+			e.T.Fatalf("node%d -> %s after ipvip-b was deregistered: %s; want only ipvip-a", i, url, FormatSpread(seen))
+		}
+	}
+	e.Say("ipvip-b deregistered (its app still runs): 6 of 6 requests from each node reach ipvip-a")
+
+	e.L4LB(1, "deregister", ipVIP4, a)
+	e.L4LB(2, "deregister", ipVIP6, c)
+	took := e.waitVIPsGone(nodes, 20*time.Second, ipVIP4, ipVIP6)
+	e.Say("all deregistered: %s and %s gone from every node's kernel and table in %v", ipVIP4, ipVIP6, took.Round(time.Millisecond))
+}
+
+// waitVIPsGone waits until no node of nodes holds any of the IP VIPs svcs
+// anywhere vipHeldBy looks, and returns how long that took.
+func (e *Env) waitVIPsGone(nodes []int, within time.Duration, svcs ...string) time.Duration {
+	e.T.Helper()
+	start := time.Now()
+	for _, i := range nodes {
+		for _, svc := range svcs {
+			ap := netip.MustParseAddrPort(svc)
+			var where []string
+			for time.Since(start) < within {
+				if where = e.vipHeldBy(i, ap); len(where) == 0 {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if len(where) != 0 {
+				e.T.Fatalf("node%d still holds %s %v after it was deregistered, in:\n%s", i, svc, within, strings.Join(where, "\n"))
+			}
+		}
+	}
+	return time.Since(start)
+}
+
+// requireVIPHeld fails the test unless node i holds the IP VIP svc
+// everywhere vipHeldBy looks: what shows that waitVIPGone looks at the
+// right places.
+func (e *Env) requireVIPHeld(i int, svc string) {
+	e.T.Helper()
+	want := 2
+	if e.plane() == IPVS {
+		want = 3
+	}
+	if where := e.vipHeldBy(i, netip.MustParseAddrPort(svc)); len(where) != want {
+		e.T.Fatalf("node%d holds %s in %d of the %d places looked at:\n%s", i, svc, len(where), want, strings.Join(where, "\n"))
+	}
+}
+
+// vipHeldBy lists where node i holds the IP VIP ap: its `l4lb vips`, what
+// its kernel serves (the plane's ListCommand mentions the address) and,
+// with IPVS, its dummy interface.
+func (e *Env) vipHeldBy(i int, ap netip.AddrPort) []string {
+	e.T.Helper()
+	var where []string
+	for _, v := range e.VIPs(i).VIPs {
+		if a, err := netip.ParseAddr(v.Address); err == nil && a == ap.Addr() && v.Port == ap.Port() {
+			where = append(where, fmt.Sprintf("l4lb vips: %s with %d backends", v.Label, len(v.Backends)))
+			break
+		}
+	}
+	addr := ap.Addr().String()
+	if l := e.plane().Listing(e.T, e.C.Node(i)); strings.Contains(l, addr) {
+		where = append(where, fmt.Sprintf("%s:\n%s", strings.Join(e.plane().ListCommand(), " "), l))
+	}
+	if e.plane() == IPVS {
+		out := e.C.Node(i).MustRun(e.T, "ip", "-o", "addr", "show", "dev", "minuteman")
+		if strings.Contains(out, " "+addr+"/") {
+			where = append(where, "ip -o addr show dev minuteman:\n"+out)
+		}
+	}
+	return where
 }
