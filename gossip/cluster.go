@@ -60,6 +60,10 @@ type Cluster struct {
 	conflict chan error // NameConflict
 	pullWake chan struct{}
 	replies  chan pullRequest
+	// deaths carries declared deaths to confirmDeaths; transport dials
+	// for it (memberlist's transport, counted).
+	deaths    chan deathCheck
+	transport memberlist.Transport
 	// appliedAsks are the members that asked for this node's report.
 	appliedAsks chan string
 	badLog      *logLimiter
@@ -111,6 +115,7 @@ func New(cfg Config) (*Cluster, error) {
 		conflict:    make(chan error, 1),
 		pullWake:    make(chan struct{}, 1),
 		replies:     make(chan pullRequest, 256),
+		deaths:      make(chan deathCheck, 256),
 		appliedAsks: make(chan string, 256),
 		badLog:      newLogLimiter(10, time.Second),
 		applied:     newAppliedBook(),
@@ -175,9 +180,10 @@ func (c *Cluster) Start(ctx context.Context) error {
 
 	// Announce this node's record (an empty one, or what Publish set).
 	c.queueSelfLocked()
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.joinSeeds(ctx, self.Address())
 	go c.run()
+	go c.confirmDeaths()
 	return nil
 }
 
@@ -236,6 +242,7 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 		inner = nt
 	}
 	conf.Transport = newCountingTransport(inner, &c.counters)
+	c.transport = conf.Transport
 	return conf, nil
 }
 

@@ -108,6 +108,13 @@ type Timing struct {
 	// ForgetAfter is how long a dead or departed member, and its record,
 	// are remembered.
 	ForgetAfter time.Duration
+	// A death memberlist declares is confirmed by dialling the member's
+	// gossip port (confirm.go): a dial not answered within
+	// DeathCheckTimeout confirms it, and so does DeathReprieve passing
+	// while the port still answers. DeathReprieve < 0 turns the check off
+	// (a declared death is final at once).
+	DeathCheckTimeout time.Duration
+	DeathReprieve     time.Duration
 }
 
 // LANTiming returns the tuning for a LAN cluster; the README explains the
@@ -137,6 +144,8 @@ func LANTiming() Timing {
 		AnnounceInterval:        2 * time.Second,
 		PullGrace:               time.Second,
 		ForgetAfter:             10 * time.Minute,
+		DeathCheckTimeout:       500 * time.Millisecond,
+		DeathReprieve:           15 * time.Second,
 	}
 }
 
@@ -170,6 +179,8 @@ func (t Timing) withDefaults() Timing {
 	setDur(&t.AnnounceInterval, d.AnnounceInterval)
 	setDur(&t.PullGrace, d.PullGrace)
 	setDur(&t.ForgetAfter, d.ForgetAfter)
+	setDur(&t.DeathCheckTimeout, d.DeathCheckTimeout)
+	setDur(&t.DeathReprieve, d.DeathReprieve)
 	return t
 }
 

@@ -136,8 +136,12 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 		c.log.Debug("this node left the cluster")
 		return
 	}
-	if c.store.leave(n.Name, c.now()) {
+	gone := c.noteDeclaredDead(n)
+	if gone {
 		c.signal()
+	}
+	if c.store.unconfirmed(n.Name) {
+		return // confirm.go says when it goes
 	}
 	c.recountPeers()
 	// memberlist's Node.State is not updated before this call; the store

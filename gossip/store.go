@@ -76,6 +76,9 @@ type memberEntry struct {
 	// suspects a node but not when the node refutes, so a suspicion that
 	// has not turned into a death by then is over.
 	suspectUntil time.Time
+	// unconfirmedUntil is set while a death memberlist declared awaits
+	// confirmation (confirm.go): the member shows as suspect meanwhile.
+	unconfirmedUntil time.Time
 }
 
 // recordEntry is the record held for one node, and what TakeChanges has
@@ -788,7 +791,7 @@ func (s *store) join(name string, addr net.IP, port uint16, meta []byte, now tim
 		s.live++
 	}
 	m.addr, m.port, m.state, m.generation = slices.Clone(addr), port, MemberAlive, gen
-	m.suspectUntil = time.Time{}
+	m.suspectUntil, m.unconfirmedUntil = time.Time{}, time.Time{}
 	delete(s.restarting, name)
 	if name != s.self {
 		if cur := s.records[name]; cur == nil || cur.rec.version.Generation < gen {
@@ -1139,7 +1142,7 @@ func (s *store) sweep(now time.Time, forget time.Duration) (forgotten int) {
 	for name, m := range s.members {
 		switch m.state {
 		case MemberSuspect:
-			if !m.suspectUntil.IsZero() && now.After(m.suspectUntil) {
+			if m.unconfirmedUntil.IsZero() && !m.suspectUntil.IsZero() && now.After(m.suspectUntil) {
 				m.state = MemberAlive
 				m.since = now
 			}
@@ -1173,7 +1176,7 @@ func (s *store) memberList(now time.Time) []Member {
 		if a, ok := netip.AddrFromSlice(m.addr); ok {
 			mm.Addr = netip.AddrPortFrom(a.Unmap(), m.port)
 		}
-		if m.state == MemberSuspect && !m.suspectUntil.IsZero() && now.After(m.suspectUntil) {
+		if m.state == MemberSuspect && m.unconfirmedUntil.IsZero() && !m.suspectUntil.IsZero() && now.After(m.suspectUntil) {
 			mm.State = MemberAlive
 		}
 		if e := s.records[name]; e != nil {

@@ -24,10 +24,11 @@ const PacketQueue = 4096
 // Network connects the transports made from it. The zero value is not
 // usable; call New.
 type Network struct {
-	mu     sync.RWMutex // guards nodes, next, cut
-	nodes  map[string]*Transport
-	next   uint32
-	cut    func(from, to string) bool
+	mu      sync.RWMutex // guards nodes, next, cut, stalled
+	nodes   map[string]*Transport
+	next    uint32
+	cut     func(from, to string) bool
+	stalled map[string]bool // see Stall
 	Drops  atomic.Uint64 // packets dropped: full inbox, cut link, no such node
 	Queued atomic.Uint64 // packets delivered to an inbox
 }
@@ -179,7 +180,7 @@ func (t *Transport) WriteTo(b []byte, addr string) (time.Time, error) {
 		return now, errors.New("memnet: transport closed")
 	}
 	dest, err := t.net.peer(t.addr, addr)
-	if err != nil {
+	if err != nil || t.net.isStalled(t.addr) || t.net.isStalled(addr) {
 		t.net.Drops.Add(1)
 		return now, nil // like UDP: the sender does not know
 	}
@@ -209,6 +210,12 @@ func (t *Transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, e
 	dest, err := t.net.peer(t.addr, addr)
 	if err != nil {
 		return nil, err
+	}
+	switch {
+	case t.net.isStalled(t.addr):
+		return nil, fmt.Errorf("memnet: dial %s: %s is stalled", addr, t.addr)
+	case t.net.isStalled(addr):
+		return unservedConn(t.addr, addr), nil
 	}
 	local, remote := net.Pipe()
 	timer := time.NewTimer(timeout)
