@@ -20,7 +20,7 @@ type progressNode struct {
 	cancel context.CancelFunc
 }
 
-func startProgressNode(t *testing.T, net *memnet.Network, name string, seeds ...string) (*progressNode, string) {
+func startProgressNode(t testing.TB, net *memnet.Network, name string, seeds ...string) (*progressNode, string) {
 	t.Helper()
 	tr := net.NewTransport()
 	cluster, err := gossip.New(gossip.Config{NodeName: name, Transport: tr, Join: seeds})

@@ -7,7 +7,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/l4lb/l4lb/ipvs"
-	"github.com/l4lb/l4lb/pkg/api"
 	"github.com/l4lb/l4lb/vip"
 )
 
@@ -35,10 +34,9 @@ func TestMergeConnsSumsPublicPorts(t *testing.T) {
 
 // /metrics has, per VIP, what /v1/vips shows.
 func TestVIPCollector(t *testing.T) {
-	c := newVIPCollector(func() api.VIPs {
-		return api.VIPs{VIPs: []api.VIP{{Label: "/app:80", ProgrammedOn: []string{"a", "b"}, LiveNodes: 3,
-			Traffic:  &api.Traffic{Conns: 12, InBytes: 100, OutBytes: 200, InPkts: 3, OutPkts: 4, CPS: 2},
-			Backends: []api.Backend{{ActiveConns: 1, InactConns: 2}, {ActiveConns: 3}}}}}
+	c := newVIPCollector(func(yield func(*vipFigures)) {
+		yield(&vipFigures{label: "/app:80", programmed: 2, live: 3, active: 4, inactive: 2, counted: true,
+			traffic: ipvs.Traffic{Conns: 12, InBytes: 100, OutBytes: 200, InPkts: 3, OutPkts: 4, CPS: 2}})
 	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
