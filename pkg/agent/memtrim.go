@@ -23,7 +23,7 @@ import (
 // A scrape of /metrics every 15 s at 10,000 VIPs allocates about 23 MB; a
 // burst of registrations hundreds of MB a second.
 const (
-	trimEvery = 10 * time.Second
+	trimEvery = 5 * time.Second
 	trimMin   = 64 << 20
 	trimQuiet = 4 << 20
 )
