@@ -411,7 +411,7 @@ func (p *parts) start(ctx context.Context) (*started, error) {
 	goRun("agent", func() error { return core.Run(ctx) })
 	goRun("applied report", func() error { p.applied.run(ctx); return nil })
 	goRun("memory trim", func() error { trimMemory(ctx, log.WithField("component", "agent")); return nil })
-	goRun("stats page", func() error { return serveStats(ctx, o, a.VIPs, log) })
+	goRun("stats page", func() error { return serveStats(ctx, o, a.VIPs, a.vipFigures, log) })
 	reg.MustRegister(newVIPCollector(a.vipFigures))
 
 	ln, err := net.Listen("tcp", o.APIListen)

@@ -16,8 +16,9 @@ import (
 
 // serveStats serves the stats page on o.StatsListen until ctx is done, and
 // samples its history meanwhile (every 2 s it reads the kernel's counts of
-// every VIP, as GET /v1/vips does). With no address it returns at once.
-func serveStats(ctx context.Context, o Options, vips func() api.VIPs, log *logrus.Entry) error {
+// every VIP through figures, as /metrics does; a request builds the view,
+// as GET /v1/vips does). With no address it returns at once.
+func serveStats(ctx context.Context, o Options, vips func() api.VIPs, figures func(func(*vipFigures)), log *logrus.Entry) error {
 	if o.StatsListen == "" {
 		return nil
 	}
@@ -25,7 +26,10 @@ func serveStats(ctx context.Context, o Options, vips func() api.VIPs, log *logru
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.StatsListen, err)
 	}
-	page := stats.New(stats.Config{VIPs: vips, Node: o.NodeName, Plane: o.DataPlane, Log: log})
+	samples := func(yield func(string, int, float64)) {
+		figures(func(f *vipFigures) { yield(f.label, f.active, float64(f.traffic.CPS)) })
+	}
+	page := stats.New(stats.Config{VIPs: vips, Samples: samples, Node: o.NodeName, Plane: o.DataPlane, Log: log})
 	srv := &http.Server{Handler: page.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {

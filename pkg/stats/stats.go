@@ -25,6 +25,12 @@ type Config struct {
 	// VIPs returns the agent's view of the VIPs, with the kernel's counts
 	// (the same as GET /v1/vips). It may be called from any goroutine.
 	VIPs func() api.VIPs
+	// Samples, when set, gives what the history samples of each VIP: its
+	// label, established connections and the kernel's connections per
+	// second, the same numbers as VIPs but without building the view
+	// (the sampler runs every Interval, the view is built per request).
+	// When nil, the sampler reads VIPs.
+	Samples func(yield func(label string, active int, cps float64))
 	// Node is this node's name; Plane the data plane ("ipvs", "nftables",
 	// "none"): nftables counts connections but no packets, bytes or rates.
 	Node, Plane string
@@ -94,22 +100,29 @@ func (p *Page) Run(ctx context.Context) {
 }
 
 func (p *Page) sample(now time.Time) {
-	v := p.cfg.VIPs()
+	each := p.cfg.Samples
+	if each == nil {
+		each = func(yield func(string, int, float64)) {
+			for _, x := range p.cfg.VIPs().VIPs {
+				cps := 0.0
+				if x.Traffic != nil {
+					cps = float64(x.Traffic.CPS)
+				}
+				yield(x.Label, activeOf(x), cps)
+			}
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	seen := make(map[string]bool, len(v.VIPs))
-	for _, x := range v.VIPs {
-		seen[x.Label] = true
-		s := Sample{T: now.UnixMilli(), Active: activeOf(x)}
-		if x.Traffic != nil {
-			s.CPS = float64(x.Traffic.CPS)
-		}
-		h := append(p.hist[x.Label], s)
+	seen := make(map[string]bool, len(p.hist))
+	each(func(label string, active int, cps float64) {
+		seen[label] = true
+		h := append(p.hist[label], Sample{T: now.UnixMilli(), Active: active, CPS: cps})
 		if len(h) > p.cfg.Keep {
 			h = h[len(h)-p.cfg.Keep:]
 		}
-		p.hist[x.Label] = h
-	}
+		p.hist[label] = h
+	})
 	for k := range p.hist {
 		if !seen[k] {
 			delete(p.hist, k)

@@ -78,3 +78,31 @@ func TestHandler(t *testing.T) {
 		t.Fatalf("nftables snapshot %+v, %v", s, err)
 	}
 }
+
+// TestSamplesReadWithoutTheView: with Samples set, the history is sampled
+// from it and the view is not built; a VIP that leaves loses its history.
+func TestSamplesReadWithoutTheView(t *testing.T) {
+	views := 0
+	vips := fakeVIPs(5)
+	labels := []string{"/a:80", "/b:80"}
+	p := New(Config{VIPs: func() api.VIPs { views++; return vips() }, Plane: "ipvs", Keep: 10,
+		Samples: func(yield func(string, int, float64)) {
+			for i, l := range labels {
+				yield(l, i+1, float64(10*(i+1)))
+			}
+		}})
+	p.sample(time.Unix(1, 0))
+	labels = labels[1:]
+	p.sample(time.Unix(2, 0))
+	if views != 0 {
+		t.Errorf("the sampler built the view %d times", views)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.hist["/a:80"]; ok {
+		t.Errorf("/a:80 kept its history after it left: %v", p.hist)
+	}
+	if h := p.hist["/b:80"]; len(h) != 2 || h[0] != (Sample{T: 1000, Active: 2, CPS: 20}) || h[1] != (Sample{T: 2000, Active: 1, CPS: 10}) {
+		t.Errorf("/b:80 history %+v", h)
+	}
+}
