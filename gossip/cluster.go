@@ -325,36 +325,68 @@ func (c *Cluster) run() {
 	announce := time.NewTicker(c.timing.AnnounceInterval)
 	defer announce.Stop()
 
+	// Sends run on goroutines of their own: at most maxSends at once for
+	// this node's pulls (and applied reports), as many again for its
+	// answers to peers' pulls, so that neither starves the other.
 	const maxSends = 8
-	sem := make(chan struct{}, maxSends)
+	sendSlots := make(chan struct{}, maxSends)
+	replySlots := make(chan struct{}, maxSends)
+	slotFreed := make(chan struct{}, 1)
 	inflight := make(map[string]pull) // pulls asked for, by node
 	var reconnecting atomic.Bool
 
-	send := func(fn func()) bool {
+	goWith := func(slots chan struct{}, fn func()) bool {
 		select {
-		case sem <- struct{}{}:
+		case slots <- struct{}{}:
 		default:
 			return false
 		}
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			defer func() { <-sem }()
+			defer func() {
+				<-slots
+				select {
+				case slotFreed <- struct{}{}:
+				default:
+				}
+			}()
 			fn()
 		}()
 		return true
 	}
+	send := func(fn func()) bool { return goWith(sendSlots, fn) }
+	reply := func(fn func()) bool { return goWith(replySlots, fn) }
+	// pullDue runs only when a send slot is free: with every slot busy it
+	// could send nothing, and its scan of the due wants on every wake-up
+	// of a busy node would be for nothing.
+	pullIfFree := func() {
+		if len(sendSlots) < cap(sendSlots) {
+			c.pullDue(inflight, send)
+		}
+	}
 
 	for {
+		// A pull request waits in c.replies until a reply slot is free:
+		// it is answered, not dropped. Dropped, the requester asked again
+		// a second later, and a node that many peers pulled at once (a
+		// joiner, the owner of a large change) answered 8 and dropped the
+		// rest, round after round.
+		replies := c.replies
+		if len(replySlots) == cap(replySlots) {
+			replies = nil
+		}
 		select {
 		case <-c.stop:
 			return
-		case req := <-c.replies:
-			c.answerPull(req, send)
+		case req := <-replies:
+			c.answerPull(req, reply)
+		case <-slotFreed:
+			pullIfFree()
 		case <-c.pullWake:
-			c.pullDue(inflight, send)
+			pullIfFree()
 		case <-tick.C:
-			c.pullDue(inflight, send)
+			pullIfFree()
 			if n := c.store.expireRestarts(c.now(), c.cfg.RestartGrace); n > 0 {
 				c.log.WithFields(logrus.Fields{"members": n, "reason": "not back within the restart grace " + c.cfg.RestartGrace.String()}).
 					Info("restarting members declared dead; their backends leave the cluster state")
@@ -467,7 +499,7 @@ type pullRequest struct {
 
 // answerPull sends a peer the pages of this node's record that changed
 // since the version it holds (everything if it holds another generation or
-// layout).
+// layout). The run loop calls it with a reply slot free, so send takes it.
 func (c *Cluster) answerPull(req pullRequest, send func(func()) bool) {
 	t, ok := c.store.member(req.requester)
 	ml := c.memberlist()

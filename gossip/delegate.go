@@ -215,6 +215,7 @@ func (c *Cluster) handleMessage(buf []byte) {
 		select {
 		case c.replies <- pullRequest{requester: m.Requester, since: m.Version, layout: m.Layout}:
 		default:
+			c.counters.pullRequestsDropped.Add(1)
 			c.log.WithField("peer", m.Requester).WithField("reason", "reply queue full").Debug("pull request dropped")
 		}
 	}

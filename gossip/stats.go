@@ -46,6 +46,9 @@ type Stats struct {
 	DroppedMessages uint64
 	// PullsSent, PullsServed and PullsFailed count direct record fetches.
 	PullsSent, PullsServed, PullsFailed uint64
+	// PullRequestsDropped counts peers' pull requests dropped unanswered
+	// because 256 already waited for an answer; the peer asks again.
+	PullRequestsDropped uint64
 	// GenerationBumps counts the times this node found a record of its own
 	// name newer than its own (its clock went back across a restart) and
 	// moved its generation past it.
@@ -67,6 +70,7 @@ type counters struct {
 	pullsSent, pullsServed           atomic.Uint64
 	pullsFailed, generationBumps     atomic.Uint64
 	memberlistErrors, deltasBehind   atomic.Uint64
+	pullRequestsDropped              atomic.Uint64
 }
 
 func (c *counters) sent(n int) {
@@ -89,4 +93,5 @@ func (c *counters) fill(s *Stats) {
 	s.PullsSent, s.PullsServed = c.pullsSent.Load(), c.pullsServed.Load()
 	s.PullsFailed, s.GenerationBumps = c.pullsFailed.Load(), c.generationBumps.Load()
 	s.MemberlistErrors, s.DeltasBehind = c.memberlistErrors.Load(), c.deltasBehind.Load()
+	s.PullRequestsDropped = c.pullRequestsDropped.Load()
 }
