@@ -204,30 +204,47 @@ func TestChangesSignalsStateChanges(t *testing.T) {
 }
 
 // A broadcast that misses a node (here: cut off for a moment, shorter than
-// failure detection) is repaired by the owner's periodic announcement and a
-// pull, well before push/pull would.
+// failure detection) is repaired by the owner's periodic announcement,
+// well before push/pull would: a record that fits in a packet is announced
+// whole and applied as it is, a larger one is announced by a notice and
+// pulled.
 func TestMissedBroadcastIsRepairedByAnnouncement(t *testing.T) {
-	net := memnet.New()
-	slowPushPull := func(c *Config) { c.Timing.PushPullInterval = time.Minute }
-	nodes := startMemCluster(t, net, 3, slowPushPull)
-	a, b := nodes[0], nodes[1]
-	for _, n := range nodes {
-		waitFor(t, 20*time.Second, "cluster to form", func() bool { return len(n.c.State()) == 3 })
+	large := make([]vip.Registration, 0, 300)
+	for i := range 300 {
+		large = append(large, reg(fmt.Sprintf("/app-%d", i%7), uint16(8000+i%5), fmt.Sprintf("10.1.%d.%d:80", i/250, i%250+1)))
 	}
-	time.Sleep(3 * time.Second) // let the initial push/pulls and announcements pass
-	net.SetCut(func(from, to string) bool { return to == b.tr.Addr() })
-	regs := []vip.Registration{reg("/app", 80, "10.0.0.42:80")}
-	a.c.Publish(regs)
-	time.Sleep(400 * time.Millisecond) // every retransmission goes out, b gets none
-	net.SetCut(nil)
-	if holdsExactly(b.c, a.name, regs) {
-		t.Fatal("test setup: b got the broadcast through the cut")
-	}
-	waitFor(t, 3*LANTiming().AnnounceInterval, "b to catch up without push/pull", func() bool {
-		return holdsExactly(b.c, a.name, regs)
-	})
-	if b.c.Stats().PullsSent == 0 {
-		t.Fatal("b caught up without pulling")
+	for _, tc := range []struct {
+		name     string
+		regs     []vip.Registration
+		wantPull bool
+	}{
+		{"small record: announced whole, no pull", []vip.Registration{reg("/app", 80, "10.0.0.42:80")}, false},
+		{"large record: announced by a notice, pulled", large, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			net := memnet.New()
+			slowPushPull := func(c *Config) { c.Timing.PushPullInterval = time.Minute }
+			nodes := startMemCluster(t, net, 3, slowPushPull)
+			a, b := nodes[0], nodes[1]
+			for _, n := range nodes {
+				waitFor(t, 20*time.Second, "cluster to form", func() bool { return len(n.c.State()) == 3 })
+			}
+			time.Sleep(3 * time.Second) // let the initial push/pulls and announcements pass
+			pulls := b.c.Stats().PullsSent
+			net.SetCut(func(from, to string) bool { return to == b.tr.Addr() })
+			a.c.Publish(tc.regs)
+			time.Sleep(400 * time.Millisecond) // every retransmission goes out, b gets none
+			net.SetCut(nil)
+			if holdsExactly(b.c, a.name, tc.regs) {
+				t.Fatal("test setup: b got the broadcast through the cut")
+			}
+			waitFor(t, 3*LANTiming().AnnounceInterval, "b to catch up without push/pull", func() bool {
+				return holdsExactly(b.c, a.name, tc.regs)
+			})
+			if pulled := b.c.Stats().PullsSent > pulls; pulled != tc.wantPull {
+				t.Fatalf("b pulled: %v, want %v", pulled, tc.wantPull)
+			}
+		})
 	}
 }
 
