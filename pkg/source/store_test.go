@@ -533,3 +533,33 @@ func TestStoreNotAJournalIsMovedAside(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStorePutOfTheSameWritesNothing: a Put of the registration the store
+// holds writes nothing and tells no one; a changed one is written, told,
+// and read back by Get from the journal.
+func TestStorePutOfTheSameWritesNothing(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	told := 0
+	s.OnChange(func(string, *Local) { told++ })
+	a := mustLocal(t, Entry{VIP: "/app:80", Backend: "10.0.0.1:8080"})
+	if _, err := s.Put(a); err != nil {
+		t.Fatal(err)
+	}
+	syncs := s.j.Stats().Syncs
+	if created, err := s.Put(a); err != nil || created {
+		t.Fatalf("Put of the same: created %v, %v", created, err)
+	}
+	if got := s.j.Stats().Syncs; got != syncs || told != 1 {
+		t.Fatalf("Put of the same: %d syncs more, told %d times (want 0 more, once in all)", got-syncs, told)
+	}
+	a.Weight = 5
+	if created, err := s.Put(a); err != nil || created {
+		t.Fatalf("Put of a changed one: created %v, %v", created, err)
+	}
+	if got := s.j.Stats().Syncs; got != syncs+1 || told != 2 {
+		t.Fatalf("Put of a changed one: %d syncs more, told %d times (want 1 more, twice in all)", got-syncs, told)
+	}
+	if l, ok := s.Get(a.Key()); !ok || l.Weight != 5 {
+		t.Fatalf("Get after the change: %+v, %v", l, ok)
+	}
+}
