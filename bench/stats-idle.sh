@@ -25,7 +25,7 @@ measure() {
 		>"$work/agent.log" 2>&1 &
 	local pid=$! n=""
 	for _ in $(seq 1 120); do
-		n=$(curl -s 127.78.0.1:62080/metrics | awk '/^l4lb_vips\{state="desired"\}/ {print $2}')
+		n=$(curl -s 127.78.0.1:62080/metrics 2>/dev/null | awk '/^l4lb_vips\{state="desired"\}/ {print $2}' || true)
 		[ "$n" = "3000" ] && break
 		sleep 0.5
 	done

@@ -29,8 +29,8 @@ type Network struct {
 	next    uint32
 	cut     func(from, to string) bool
 	stalled map[string]bool // see Stall
-	Drops  atomic.Uint64 // packets dropped: full inbox, cut link, no such node
-	Queued atomic.Uint64 // packets delivered to an inbox
+	Drops   atomic.Uint64   // packets dropped: full inbox, cut link, no such node
+	Queued  atomic.Uint64   // packets delivered to an inbox
 }
 
 // New returns an empty network.
