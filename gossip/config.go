@@ -144,7 +144,7 @@ func LANTiming() Timing {
 		AnnounceInterval:        2 * time.Second,
 		PullGrace:               time.Second,
 		ForgetAfter:             10 * time.Minute,
-		DeathCheckTimeout:       500 * time.Millisecond,
+		DeathCheckTimeout:       time.Second,
 		DeathReprieve:           15 * time.Second,
 	}
 }
