@@ -58,9 +58,13 @@ func TestPullTargetsSkipEqualsScan(t *testing.T) {
 				s.merge(rec(n, gen[n], seq[n], fmt.Sprintf("10.0.0.%d:80", 1+rng.IntN(9))), now)
 			case 3: // death (or leave)
 				s.leave(n, now)
-			case 6: // back: a false death refuted, or a restart
+			case 6: // back: a false death refuted, or a restart (pulled after a grace, or not on the join)
 				gen[n] += uint64(rng.IntN(2))
-				s.join(n, net.IPv4(127, 0, 0, 9), 7946, encodeMeta(gen[n]), now, time.Duration(rng.IntN(2000))*time.Millisecond)
+				grace := time.Duration(rng.IntN(2000)) * time.Millisecond
+				if rng.IntN(3) == 0 {
+					grace = -1
+				}
+				s.join(n, net.IPv4(127, 0, 0, 9), 7946, encodeMeta(gen[n]), now, grace)
 			case 4: // a pull goes out for whatever is due
 				for _, pt := range s.pullTargets(now) {
 					s.pullStarted(pt.name, pt.version, now.Add(time.Second))

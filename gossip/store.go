@@ -773,7 +773,9 @@ func (s *store) digest(wholeUpTo int) []digestEntry {
 }
 
 // join records that memberlist reports node alive (a join, a rejoin, or
-// new metadata). It returns whether State() may have changed.
+// new metadata): a record of its generation not yet held is wanted from
+// now + pullGrace, or not at all when pullGrace is negative (gossip and
+// push/pull bring it). It returns whether State() may have changed.
 func (s *store) join(name string, addr net.IP, port uint16, meta []byte, now time.Time, pullGrace time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -794,7 +796,7 @@ func (s *store) join(name string, addr net.IP, port uint16, meta []byte, now tim
 	m.suspectUntil, m.unconfirmedUntil = time.Time{}, time.Time{}
 	delete(s.restarting, name)
 	if name != s.self {
-		if cur := s.records[name]; cur == nil || cur.rec.version.Generation < gen {
+		if cur := s.records[name]; pullGrace >= 0 && (cur == nil || cur.rec.version.Generation < gen) {
 			need := Version{Generation: gen}
 			if w, ok := s.want[name]; !ok || w.version.Less(need) {
 				s.setWantLocked(name, wanted{version: need, notBefore: now.Add(pullGrace)})
