@@ -63,15 +63,30 @@ func benchClusterWith(b *testing.B, net *memnet.Network, n int, tweak func(*Conf
 		m.c.Publish(append(manyRegsFrom(i*benchBackends, benchBackends-1), benchReg(i, 0)))
 		nodes = append(nodes, m)
 		if (i+1)%100 == 0 {
-			b.Logf("%d nodes started after %v (%v of it waiting for inboxes to drain)", i+1,
-				time.Since(start).Round(time.Millisecond), paced.Round(time.Millisecond))
+			b.Logf("%d nodes started after %v (%v of it waiting for inboxes to drain); %s", i+1,
+				time.Since(start).Round(time.Millisecond), paced.Round(time.Millisecond), pullsAndDrops(net, nodes))
 		}
 	}
 	// A node that missed a join's alive message learns of the member at
 	// the latest on push/pull, which memberlist runs less often in
 	// larger clusters: allow two rounds.
 	deadline := time.Now().Add(30*time.Second + 2*pushPullEvery(n, LANTiming().PushPullInterval))
+	nextLog := time.Now().Add(15 * time.Second)
 	for !converged(nodes) {
+		if time.Now().After(nextLog) {
+			nextLog = nextLog.Add(15 * time.Second)
+			lackMembers, lackRecords := 0, 0
+			for _, m := range nodes {
+				if m.c.store.livePeerCount() != n-1 {
+					lackMembers++
+				}
+				if m.c.store.visibleCount() != n {
+					lackRecords++
+				}
+			}
+			b.Logf("converging after %v: %d nodes lack a member, %d a record; %s", time.Since(start).Round(time.Second),
+				lackMembers, lackRecords, pullsAndDrops(net, nodes))
+		}
 		if time.Now().After(deadline) {
 			shown := 0
 			for _, m := range nodes {
@@ -94,8 +109,20 @@ func benchClusterWith(b *testing.B, net *memnet.Network, n int, tweak func(*Conf
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	b.Logf("%d nodes converged in %v", n, time.Since(start).Round(time.Millisecond))
+	b.Logf("%d nodes converged in %v; %s", n, time.Since(start).Round(time.Millisecond), pullsAndDrops(net, nodes))
 	return nodes
+}
+
+// pullsAndDrops says how many pulls the nodes sent and how many packets
+// memnet dropped so far: what a cluster build cost beyond gossip.
+func pullsAndDrops(net *memnet.Network, nodes []*memNode) string {
+	var pulls, dropped uint64
+	for _, m := range nodes {
+		st := m.c.Stats()
+		pulls += st.PullsSent
+		dropped += st.PullRequestsDropped
+	}
+	return fmt.Sprintf("%d pulls sent (%d requests dropped by their owner), memnet dropped %d packets", pulls, dropped, net.Drops.Load())
 }
 
 // waitBacklog waits until at most max packets wait in the network's
@@ -207,6 +234,12 @@ func BenchmarkConvergence(b *testing.B) {
 			// the last forwards have gone out.
 			waitBacklog(b, net, n/10, 5*time.Minute)
 			time.Sleep(2 * time.Second)
+			// The live heap of the whole simulated cluster (every node's
+			// copy of every record), for the memory arithmetic.
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MiB")
 
 			var latencies []time.Duration
 			loopBytes := wireBytesSent(nodes)
