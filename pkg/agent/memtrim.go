@@ -67,7 +67,7 @@ func newMemTrimmer(log *logrus.Entry) *memTrimmer {
 			_, before := readHeap()
 			debug.FreeOSMemory()
 			h, after := readHeap()
-			log.WithFields(logrus.Fields{"released_mib": (after - before) >> 20, "live_mib": h.live >> 20,
+			log.WithFields(logrus.Fields{"released_mib": (max(after, before) - before) >> 20, "live_mib": h.live >> 20,
 				"took": time.Since(start).Round(time.Millisecond)}).
 				Debug("quiet: returned the heap's free pages to the OS")
 		},
