@@ -12,5 +12,8 @@
 //
 // Core holds that flow and its decisions (which backends this node publishes,
 // with which health and which VIP address claims); Run builds the real
-// components from Options and wires them to a Core.
+// components from Options and wires them to a Core. Beside it, the agent
+// returns the heap's free pages to the OS when it is quiet after a burst
+// (memtrim.go), and exports per-VIP metrics read straight from the tables
+// (statsview.go).
 package agent
