@@ -297,6 +297,11 @@ func BenchmarkConvergence(b *testing.B) {
 			// were measured, less the idle traffic of that time.
 			perChange := (float64(loopBytes)/float64(n) - idle*loopTime.Seconds()) / float64(len(latencies))
 			b.ReportMetric(perChange, "B/node/change")
+			// Logged too: a failure of the stream below would drop the
+			// metrics.
+			b.Logf("one change at a time: p50 %v, p99 %v, max %v; %.0f B per node per change; idle %.0f B/s per node; heap %.0f MiB",
+				percentile(latencies, 50).Round(time.Millisecond), percentile(latencies, 99).Round(time.Millisecond),
+				latencies[len(latencies)-1].Round(time.Millisecond), perChange, idle, heap)
 
 			// 100 changes per second, from random nodes, for 5 s.
 			busy, lag, maxBacklog := changeStream(b, net, nodes, 100, 5*time.Second, idle)
